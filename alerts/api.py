@@ -1,0 +1,98 @@
+"""The inspection-task HTTP JSON API for inspectors' mobile terminals (FastAPI).
+
+Each supervision team has a bearer token (``[[alerts.teams]]``) and sees only the tasks of
+its own districts: another district's task answers 404, as if it did not exist. The OpenAPI
+document is served at ``/openapi.json`` and the interactive docs at ``/docs``.
+"""
+
+# No "from __future__ import annotations": FastAPI must see the local dependency types.
+import asyncio
+import hmac
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from alerts.store import Store
+from weijian.config import AlertTeam
+
+__all__ = ["CloseRequest", "build_app"]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+class Evidence(BaseModel):
+    """What an inspector brings back from the site."""
+
+    photos: list[str] = Field(default_factory=list, description="references (URLs or object keys) to photos")
+    gps: tuple[float, float] | None = Field(None, description="latitude, longitude (WGS 84)")
+    on_site_from: datetime | None = None
+    on_site_to: datetime | None = None
+
+
+class CloseRequest(BaseModel):
+    """Closing a task: the finding (处置结论) and the evidence."""
+
+    finding: str = Field(min_length=1)
+    evidence: Evidence = Evidence()
+
+
+class ClaimRequest(BaseModel):
+    """Claiming a task: who takes it."""
+
+    assignee: str = Field(min_length=1, max_length=128)
+
+
+def build_app(store: Store, teams: list[AlertTeam]) -> FastAPI:
+    """The API application over ``store``, authorising by the teams' tokens."""
+    app = FastAPI(title="weijian inspection tasks", version="1",
+                  description="巡查核查任务: list, show, claim and close inspection tasks.")
+
+    def team(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> AlertTeam:
+        if creds is None:
+            raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
+        for t in teams:
+            if hmac.compare_digest(t.token.get_secret_value().encode(), creds.credentials.encode()):
+                return t
+        raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+
+    Team = Annotated[AlertTeam, Depends(team)]
+
+    async def visible(task_id: int, who: AlertTeam) -> dict[str, Any]:
+        task = await asyncio.to_thread(store.task, task_id)
+        if task is None or task["district"] not in who.districts:
+            raise HTTPException(404, f"no task {task_id}")
+        return task
+
+    @app.get("/tasks")
+    async def list_tasks(who: Team, status: str | None = None) -> list[dict[str, Any]]:
+        """The team's tasks, newest first."""
+        return await asyncio.to_thread(store.tasks, districts=who.districts, status=status)
+
+    @app.get("/tasks/{task_id}")
+    async def show_task(task_id: int, who: Team) -> dict[str, Any]:
+        """One task with its audit trail."""
+        return await visible(task_id, who)
+
+    @app.post("/tasks/{task_id}/claim")
+    async def claim_task(task_id: int, body: ClaimRequest, who: Team) -> dict[str, Any]:
+        """Claim an open task; 409 if someone else was first."""
+        await visible(task_id, who)
+        if not await asyncio.to_thread(store.claim, task_id, body.assignee, datetime.now(UTC)):
+            raise HTTPException(409, f"task {task_id} is not open")
+        return await visible(task_id, who)
+
+    @app.post("/tasks/{task_id}/close")
+    async def close_task(task_id: int, body: CloseRequest, who: Team, request: Request) -> dict[str, Any]:
+        """Close a claimed task with a finding and evidence; 409 if it is not claimed."""
+        await visible(task_id, who)
+        actor = request.headers.get("X-Inspector", who.name)
+        ok = await asyncio.to_thread(store.close_task, task_id, actor, body.finding,
+                                     body.evidence.model_dump(mode="json"), datetime.now(UTC))
+        if not ok:
+            raise HTTPException(409, f"task {task_id} is not claimed")
+        return await visible(task_id, who)
+
+    return app

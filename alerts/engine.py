@@ -1,0 +1,564 @@
+"""The rule engine: readings, gateway status and clock ticks in, alert transitions out.
+
+``step(state, event, now) -> (state, transitions)`` does no I/O, no logging and no awaiting:
+the service shell persists the state, creates tasks and sends notifications from the
+transitions. ``now`` is the receiver's clock; a reading's own ``ts`` is the true time at
+which its value was measured, so readings replayed after an outage open and close alerts at
+their true times (and are marked ``late``).
+
+Lifecycle per (site, device, rule): no alert -> pending (condition seen, waiting for
+``for_min``) -> firing -> acknowledged -> resolved; a pending alert whose condition goes away
+is cancelled without ever having fired. Only one alert is open per key. An open alert
+resolves only when the value is back inside the rule's clear band (hysteresis), so a value
+hovering at the limit does not flap.
+
+For speed the state is updated in place and returned; replaying the same events from a
+copy of the same state gives the same transitions.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final
+
+from weijian.contract import AlertState, Flag, GatewayState, GatewayStatus, Kind, Reading
+from weijian.rules import Grade, Rule, RuleType, Severity
+
+__all__ = [
+    "GATEWAY_OFFLINE_RULE",
+    "Acknowledge",
+    "AddSilence",
+    "Alert",
+    "DeviceInfo",
+    "EngineConfig",
+    "EngineState",
+    "Event",
+    "Silence",
+    "Tick",
+    "Transition",
+    "TransitionKind",
+    "alert_key",
+    "step",
+]
+
+_FAULT_FLAGS: Final = frozenset({Flag.DEVICE_FAULT, Flag.COMM_FAILURE})
+
+# The alert a gateway going offline raises instead of one data interruption per device
+# (inhibition, as Alertmanager's inhibit rules do).
+GATEWAY_OFFLINE_RULE: Final = Rule(
+    id="gateway-offline",
+    type=RuleType.DATA_INTERRUPTION,
+    title="监测网关离线",
+    silent_min=1,
+    severity=Severity.WARNING,
+    standard="HJ 212-2017",
+    clause="数采仪与上位机通讯状态（i22003）",
+    grade=Grade.A,
+)
+
+
+class TransitionKind(StrEnum):
+    """What happened to an alert."""
+
+    PENDING = "pending"  # condition seen, waiting for the rule's duration
+    CANCELLED = "cancelled"  # a pending alert whose condition went away; never fired
+    FIRING = "firing"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    REPEAT = "repeat"  # still firing, unacknowledged: notify again
+    ESCALATED = "escalated"  # unacknowledged too long: notify the next level
+
+    @property
+    def state(self) -> AlertState | None:
+        """The contract state this transition moves the alert into (None: no state change)."""
+        return _STATE.get(self)
+
+
+_STATE: Final = {
+    TransitionKind.PENDING: AlertState.PENDING,
+    TransitionKind.FIRING: AlertState.FIRING,
+    TransitionKind.ACKNOWLEDGED: AlertState.ACKNOWLEDGED,
+    TransitionKind.RESOLVED: AlertState.RESOLVED,
+    TransitionKind.CANCELLED: AlertState.RESOLVED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What the engine knows of a registered device."""
+
+    site_id: str
+    device_id: str
+    kind: Kind
+    district: str
+    gateway_id: str | None
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Everything the engine judges by; built from the registry and the rule packs.
+
+    Attributes:
+        devices: every registered device, by ``(site_id, device_id)``.
+        late_after: a reading older than this on arrival is late.
+        repeat_interval: how often an unacknowledged firing alert is notified again.
+        escalate_after: delays after firing at which levels 2, 3, ... are notified.
+    """
+
+    devices: Mapping[tuple[str, str], DeviceInfo]
+    late_after: timedelta = timedelta(minutes=5)
+    repeat_interval: timedelta = timedelta(hours=4)
+    escalate_after: tuple[timedelta, ...] = (timedelta(minutes=30), timedelta(minutes=60))
+
+    def gateway_devices(self, gateway_id: str) -> list[DeviceInfo]:
+        """The devices a gateway serves, in registry order."""
+        return [d for d in self.devices.values() if d.gateway_id == gateway_id]
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A maintenance window: alerts of a site (or one device, or one rule) stay quiet.
+
+    Attributes:
+        id: the silence's id.
+        site_id: the site.
+        device_id: one device of it, or None for all.
+        rule_id: one rule, or None for all.
+        starts: beginning (true time).
+        ends: end (true time).
+        reason: why (calibration, cleaning ...).
+        created_by: who set it.
+    """
+
+    id: str
+    site_id: str
+    starts: datetime
+    ends: datetime
+    reason: str
+    created_by: str
+    device_id: str | None = None
+    rule_id: str | None = None
+
+    def mutes(self, site_id: str, device_id: str, rule_id: str, at: datetime) -> bool:
+        """Whether this silence covers an alert of that key at ``at``."""
+        return (
+            self.site_id == site_id
+            and (self.device_id is None or self.device_id == device_id)
+            and (self.rule_id is None or self.rule_id == rule_id)
+            and self.starts <= at < self.ends
+        )
+
+
+@dataclass(slots=True)
+class Alert:
+    """One alert, open or just closed.
+
+    Attributes:
+        alert_id: stable id derived from the key and the moment the condition began.
+        site_id: the site.
+        device_id: the device (the gateway id for a gateway-offline alert).
+        rule_id: the rule.
+        kind: the site's kind.
+        district: the site's district.
+        severity: the rule's severity.
+        state: lifecycle state.
+        since: true time the condition began.
+        fired_at: true time it fired.
+        notified_at: receiver time of the last notification (first, repeat or escalation).
+        opened_at: receiver time it fired (escalation counts from here).
+        resolved_at: true time it resolved.
+        acked_at: receiver time it was acknowledged.
+        acked_by: who acknowledged it.
+        value: the worst value seen while open.
+        threshold: the limit breached.
+        level: escalation level reached (1 handler, 2 head, 3 district supervisors).
+        late: raised from late (replayed) data.
+        silenced: a silence covered it when it fired.
+        inhibited: folded into a gateway-offline alert.
+    """
+
+    alert_id: str
+    site_id: str
+    device_id: str
+    rule_id: str
+    kind: Kind
+    district: str
+    severity: Severity
+    state: AlertState
+    since: datetime
+    fired_at: datetime | None = None
+    notified_at: datetime | None = None
+    opened_at: datetime | None = None
+    resolved_at: datetime | None = None
+    acked_at: datetime | None = None
+    acked_by: str | None = None
+    value: float | None = None
+    threshold: float | None = None
+    level: int = 0
+    late: bool = False
+    silenced: bool = False
+    inhibited: bool = False
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """``(site_id, device_id, rule_id)``."""
+        return (self.site_id, self.device_id, self.rule_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One change to an alert: the alert as it is after the change.
+
+    Attributes:
+        kind: what happened.
+        alert: a snapshot of the alert after the change.
+        at: the true time of the change (a reading's ts, or the receiver's clock).
+        late: caused by a late reading.
+    """
+
+    kind: TransitionKind
+    alert: Alert
+    at: datetime
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The clock moved: check silences, repeats, escalations and data interruptions."""
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    """Someone took charge of an alert (claimed its task, or acknowledged it directly)."""
+
+    alert_id: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddSilence:
+    """Start a maintenance window."""
+
+    silence: Silence
+
+
+Event = Reading | GatewayStatus | Tick | Acknowledge | AddSilence
+
+
+@dataclass(slots=True)
+class EngineState:
+    """What the engine remembers between events.
+
+    Attributes:
+        config: devices, rules and timing policy (shared, never changed by a step).
+        alerts: open alerts (pending, firing, acknowledged) by key.
+        last_seen: true time of the newest reading with data, per device.
+        rate_ref: the reference point of each rate-of-change rule.
+        last_empty: when each not-emptied rule last saw the store near empty.
+        offline: gateways offline, with the time they went.
+        back_online: when each gateway last came back (data-interruption grace).
+        silences: maintenance windows, including past ones (they are the record).
+        started: the receiver time of the first tick, the watch's beginning.
+    """
+
+    config: EngineConfig
+    alerts: dict[tuple[str, str, str], Alert] = field(default_factory=dict)
+    last_seen: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    rate_ref: dict[tuple[str, str, str], tuple[datetime, float]] = field(default_factory=dict)
+    last_empty: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
+    offline: dict[str, datetime] = field(default_factory=dict)
+    back_online: dict[str, datetime] = field(default_factory=dict)
+    silences: list[Silence] = field(default_factory=list)
+    started: datetime | None = None
+
+    def copy(self) -> EngineState:
+        """A deep copy, for replaying."""
+        return copy.deepcopy(self, {id(self.config): self.config})
+
+    def find(self, alert_id: str) -> Alert | None:
+        """The open alert with that id, or None."""
+        return next((a for a in self.alerts.values() if a.alert_id == alert_id), None)
+
+
+def alert_key(site_id: str, device_id: str, rule_id: str, since: datetime) -> str:
+    """A stable alert id: the same condition beginning at the same time has the same id."""
+    raw = f"{site_id}/{device_id}/{rule_id}/{since.isoformat()}".encode()
+    return hashlib.sha256(raw).hexdigest()[:20]
+
+
+class _Step:
+    """One call of :func:`step`: the config, the state, the clock and the output list."""
+
+    __slots__ = ("config", "now", "out", "state")
+
+    def __init__(self, config: EngineConfig, state: EngineState, now: datetime) -> None:
+        self.config = config
+        self.state = state
+        self.now = now
+        self.out: list[Transition] = []
+
+    def emit(self, kind: TransitionKind, alert: Alert, at: datetime, late: bool = False) -> None:
+        self.out.append(Transition(kind, replace(alert), at, late))
+
+    def muted(self, site_id: str, device_id: str, rule_id: str, at: datetime) -> bool:
+        return any(s.mutes(site_id, device_id, rule_id, at) for s in self.state.silences)
+
+    # --- the shared state machine --------------------------------------------------------
+
+    def judge(
+        self,
+        dev: DeviceInfo,
+        rule: Rule,
+        *,
+        bad: bool,
+        clear: bool,
+        at: datetime,
+        value: float | None,
+        late: bool,
+        since: datetime | None = None,
+        hold: timedelta | None = None,
+    ) -> None:
+        """Advance one (device, rule) alert given whether its condition holds at ``at``."""
+        key = (dev.site_id, dev.device_id, rule.id)
+        alert = self.state.alerts.get(key)
+        hold = timedelta(minutes=rule.for_min) if hold is None else hold
+        if bad:
+            if alert is None:
+                began = since or at
+                alert = Alert(
+                    alert_id=alert_key(dev.site_id, dev.device_id, rule.id, began),
+                    site_id=dev.site_id,
+                    device_id=dev.device_id,
+                    rule_id=rule.id,
+                    kind=dev.kind,
+                    district=dev.district,
+                    severity=rule.severity,
+                    state=AlertState.PENDING,
+                    since=began,
+                    value=value,
+                    threshold=rule.limit,
+                )
+                self.state.alerts[key] = alert
+                self.emit(TransitionKind.PENDING, alert, at, late)
+            elif value is not None and alert.value is not None:
+                alert.value = _worse(rule, alert.value, value)
+            if alert.state is AlertState.PENDING and at - alert.since >= hold:
+                self.fire(alert, at, late)
+        elif alert is not None and alert.state is AlertState.PENDING:
+            del self.state.alerts[key]
+            alert.state = AlertState.RESOLVED
+            alert.resolved_at = at
+            self.emit(TransitionKind.CANCELLED, alert, at, late)
+        elif alert is not None and clear:
+            self.resolve(alert, at, late)
+
+    def fire(self, alert: Alert, at: datetime, late: bool) -> None:
+        alert.state = AlertState.FIRING
+        alert.fired_at = at
+        alert.opened_at = self.now
+        alert.notified_at = self.now
+        alert.level = 1
+        alert.late = late
+        alert.silenced = self.muted(alert.site_id, alert.device_id, alert.rule_id, at)
+        self.emit(TransitionKind.FIRING, alert, at, late)
+
+    def resolve(self, alert: Alert, at: datetime, late: bool) -> None:
+        del self.state.alerts[alert.key]
+        alert.state = AlertState.RESOLVED
+        alert.resolved_at = at
+        self.emit(TransitionKind.RESOLVED, alert, at, late)
+
+    # --- events ---------------------------------------------------------------------------
+
+    def reading(self, reading: Reading) -> None:
+        dev = self.config.devices.get((reading.site_id, reading.device_id))
+        if dev is None:
+            return  # ingest rejects unregistered devices; nothing to judge here
+        where = (dev.site_id, dev.device_id)
+        ts = reading.ts
+        seen = self.state.last_seen.get(where)
+        if seen is not None and ts <= seen:
+            return  # a duplicate or out-of-order copy: already judged
+        late = self.now - ts > self.config.late_after
+        has_data = any(m.flag is not Flag.COMM_FAILURE for m in reading.metrics.values())
+        if has_data:
+            self.state.last_seen[where] = ts
+        for rule in dev.rules:
+            self.apply_rule(dev, rule, reading, late, has_data)
+
+    def apply_rule(self, dev: DeviceInfo, rule: Rule, reading: Reading, late: bool, has_data: bool) -> None:
+        ts = reading.ts
+        if rule.type is RuleType.DATA_INTERRUPTION:
+            alert = self.state.alerts.get((dev.site_id, dev.device_id, rule.id))
+            if alert is not None and has_data:
+                self.resolve(alert, ts, late)
+            return
+        if rule.type is RuleType.DEVICE_FAULT:
+            metrics = [m for name, m in reading.metrics.items() if rule.metric in (None, name)]
+            if not metrics:
+                return
+            faulty = any(m.flag in _FAULT_FLAGS for m in metrics)
+            self.judge(dev, rule, bad=faulty, clear=not faulty, at=ts, value=None, late=late)
+            return
+        metric = reading.metrics.get(_METRIC.get(rule.type, rule.metric or ""))
+        if metric is None or metric.flag is not Flag.NORMAL or metric.value is None:
+            return  # threshold rules judge only N values (HJ 212-2017 Table 8)
+        v = metric.value
+        if rule.type is RuleType.RANGE:
+            bad = (rule.min is not None and v < rule.min) or (rule.max is not None and v > rule.max)
+            lo, hi = rule.clear_low, rule.clear_high
+            clear = (lo is None or v >= lo) and (hi is None or v <= hi)
+            self.judge(dev, rule, bad=bad, clear=clear, at=ts, value=v, late=late)
+        elif rule.type is RuleType.DOOR_OPEN:
+            self.judge(dev, rule, bad=v >= 0.5, clear=v < 0.5, at=ts, value=v, late=late)
+        elif rule.type is RuleType.POWER_LOST:
+            self.judge(dev, rule, bad=v < 0.5, clear=v >= 0.5, at=ts, value=v, late=late)
+        elif rule.type is RuleType.RATE_OF_CHANGE:
+            key = (dev.site_id, dev.device_id, rule.id)
+            ref = self.state.rate_ref.get(key)
+            if ref is None or ts - ref[0] >= timedelta(minutes=rule.per_min * 2):
+                self.state.rate_ref[key] = (ts, v)  # first point, or the window went stale
+                return
+            if ts - ref[0] < timedelta(minutes=rule.per_min):
+                return
+            assert rule.max_change is not None  # checked by the schema
+            change = abs(v - ref[1])
+            self.state.rate_ref[key] = (ts, v)
+            bad = change > rule.max_change
+            self.judge(dev, rule, bad=bad, clear=not bad, at=ts, value=change, late=late)
+        elif rule.type is RuleType.NOT_EMPTIED:
+            assert rule.near_empty_kg is not None and rule.window_h is not None
+            key = (dev.site_id, dev.device_id, rule.id)
+            if v <= rule.near_empty_kg:
+                self.state.last_empty[key] = ts
+                self.judge(dev, rule, bad=False, clear=True, at=ts, value=v, late=late)
+                return
+            open_alert = self.state.alerts.get(key)
+            since = self.state.last_empty.setdefault(key, open_alert.since if open_alert else ts)
+            self.judge(
+                dev, rule, bad=True, clear=False, at=ts, value=v, late=late,
+                since=since, hold=timedelta(hours=rule.window_h),
+            )
+
+    def gateway(self, status: GatewayStatus) -> None:
+        gw = status.gateway_id
+        devices = self.config.gateway_devices(gw)
+        if not devices:
+            return
+        first = devices[0]
+        key = (first.site_id, gw, GATEWAY_OFFLINE_RULE.id)
+        alert = self.state.alerts.get(key)
+        if status.state is GatewayState.OFFLINE:
+            if gw in self.state.offline:
+                return
+            self.state.offline[gw] = status.ts
+            anchor = DeviceInfo(first.site_id, gw, first.kind, first.district, gw, ())
+            self.judge(anchor, GATEWAY_OFFLINE_RULE, bad=True, clear=False, at=status.ts,
+                       value=None, late=False, hold=timedelta(0))
+            for dev in devices:  # fold the devices' interruptions into the gateway's alert
+                for a in self.state.alerts.values():
+                    if (a.site_id, a.device_id) == (dev.site_id, dev.device_id) and _is_interruption(dev, a):
+                        a.inhibited = True
+        else:
+            if self.state.offline.pop(gw, None) is None and alert is None:
+                return
+            self.state.back_online[gw] = status.ts
+            if alert is not None:
+                self.resolve(alert, status.ts, False)
+
+    def tick(self) -> None:
+        now = self.now
+        if self.state.started is None:
+            self.state.started = now
+        started = self.state.started
+        for dev in self.config.devices.values():
+            for rule in dev.rules:
+                if rule.type is not RuleType.DATA_INTERRUPTION or rule.silent_min is None:
+                    continue
+                key = (dev.site_id, dev.device_id, rule.id)
+                if key in self.state.alerts:
+                    continue
+                refs = [self.state.last_seen.get((dev.site_id, dev.device_id)), started]
+                if dev.gateway_id is not None:
+                    refs.append(self.state.back_online.get(dev.gateway_id))
+                ref = max(r for r in refs if r is not None)
+                silent = timedelta(minutes=rule.silent_min)
+                if now - ref < silent:
+                    continue
+                if dev.gateway_id in self.state.offline:
+                    continue  # inhibited: the gateway-offline alert speaks for it
+                self.judge(dev, rule, bad=True, clear=False, at=ref + silent, value=None,
+                           late=False, since=ref, hold=silent)
+        for alert in list(self.state.alerts.values()):
+            if alert.state is not AlertState.FIRING or alert.inhibited:
+                continue
+            if alert.silenced:
+                if not self.muted(alert.site_id, alert.device_id, alert.rule_id, now):
+                    alert.silenced = False  # the window ended with the alert still firing
+                    alert.notified_at = now
+                    self.emit(TransitionKind.REPEAT, alert, now)
+                continue
+            assert alert.opened_at is not None and alert.notified_at is not None
+            escalations = self.config.escalate_after
+            due_level = 1 + sum(1 for d in escalations if now - alert.opened_at >= d)
+            if due_level > alert.level:
+                alert.level = due_level
+                alert.notified_at = now
+                self.emit(TransitionKind.ESCALATED, alert, now)
+            elif now - alert.notified_at >= self.config.repeat_interval:
+                alert.notified_at = now
+                self.emit(TransitionKind.REPEAT, alert, now)
+
+    def acknowledge(self, ack: Acknowledge) -> None:
+        alert = self.state.find(ack.alert_id)
+        if alert is None or alert.state is not AlertState.FIRING:
+            return
+        alert.state = AlertState.ACKNOWLEDGED
+        alert.acked_at = self.now
+        alert.acked_by = ack.by
+        self.emit(TransitionKind.ACKNOWLEDGED, alert, self.now)
+
+
+_METRIC: Final = {RuleType.DOOR_OPEN: "door_open", RuleType.POWER_LOST: "power_ok"}
+
+
+def _worse(rule: Rule, old: float, new: float) -> float:
+    """The value further from the limit: the lowest for a lower limit, else the highest."""
+    if rule.type is RuleType.RANGE and rule.min is not None and old < rule.min:
+        return min(old, new)
+    return max(old, new)
+
+
+def _is_interruption(dev: DeviceInfo, alert: Alert) -> bool:
+    return any(r.id == alert.rule_id and r.type is RuleType.DATA_INTERRUPTION for r in dev.rules)
+
+
+def step(state: EngineState, event: Event, now: datetime) -> tuple[EngineState, Sequence[Transition]]:
+    """Apply one event.
+
+    Args:
+        state: the engine state (updated in place and returned).
+        event: a reading, a gateway status, a tick, an acknowledgement or a silence.
+        now: the receiver's clock (timezone-aware).
+
+    Returns:
+        The state and the transitions, in the order they happened.
+    """
+    run = _Step(state.config, state, now)
+    if isinstance(event, Reading):
+        run.reading(event)
+    elif isinstance(event, GatewayStatus):
+        run.gateway(event)
+    elif isinstance(event, Tick):
+        run.tick()
+    elif isinstance(event, Acknowledge):
+        run.acknowledge(event)
+    else:
+        state.silences.append(event.silence)
+    return state, run.out

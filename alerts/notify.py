@@ -1,0 +1,278 @@
+"""Notification delivery: SMS webhook, WeCom and DingTalk robots, and the outbox worker.
+
+Messages are queued durably in the database outbox by the service (in the same transaction
+as the alert change), and this worker sends them: so a slow or dead receiver delays
+messages but never blocks the engine, and a restart loses none. Each channel implements one
+``send(item)`` that returns normally on success or raises :class:`DeliveryFailed` saying
+whether a retry can help (5xx, 429, timeouts and refused connections can; other 4xx cannot).
+
+SMS webhook (``[sms] url``): ``POST`` of the JSON body with headers
+``X-Weijian-Signature: sha256=<hex HMAC-SHA256 of the body with [sms] secret>``,
+``X-Weijian-Timestamp`` (unix seconds) and ``Idempotency-Key`` (also in the body); a relay
+must drop a key it has seen. See docs/alerts.md for the formats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import httpx
+
+from alerts.store import DeliveryStatus, OutboxItem, Store
+from weijian.config import AlertsSettings, SmsSettings
+from weijian.errors import WeijianError
+
+__all__ = [
+    "DeliveryFailed",
+    "DingTalkRobot",
+    "Notifier",
+    "OutboxWorker",
+    "SmsWebhook",
+    "WeComRobot",
+    "build_channels",
+    "sign_body",
+]
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryFailed(WeijianError):
+    """A notification was not accepted; ``retryable`` says whether trying again can help."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def sign_body(secret: bytes, body: bytes) -> str:
+    """The ``X-Weijian-Signature`` value: ``sha256=`` and the hex HMAC-SHA256 of the body."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+class Notifier(Protocol):
+    """One channel: deliver one item or raise :class:`DeliveryFailed`."""
+
+    async def send(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+        """Deliver ``item``."""
+
+
+def _check(response: httpx.Response, robot: bool) -> None:
+    if response.status_code == 429 or response.status_code >= 500:
+        raise DeliveryFailed(f"HTTP {response.status_code}", retryable=True)
+    if response.status_code >= 300:
+        raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:120]}", retryable=False)
+    if robot:
+        try:
+            code = response.json().get("errcode", 0)
+        except ValueError as exc:
+            raise DeliveryFailed("robot answered non-JSON", retryable=True) from exc
+        if code != 0:
+            # 45009 / 130101: the robot's per-minute limit; anything else is our mistake
+            raise DeliveryFailed(f"robot errcode {code}", retryable=code in (45009, 130101))
+
+
+async def _post(client: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str],
+                timeout_s: float) -> httpx.Response:
+    try:
+        return await client.post(url, content=body, headers=dict(headers), timeout=timeout_s)
+    except httpx.TimeoutException as exc:
+        raise DeliveryFailed(f"timeout after {timeout_s} s", retryable=True) from exc
+    except httpx.TransportError as exc:
+        raise DeliveryFailed(f"transport error: {type(exc).__name__}", retryable=True) from exc
+
+
+class SmsWebhook:
+    """The SMS relay webhook: signed JSON POST with an idempotency key."""
+
+    def __init__(self, settings: SmsSettings) -> None:
+        if settings.url is None:
+            raise WeijianError("[sms] url is not set")
+        self.url = settings.url
+        self.secret = settings.secret.get_secret_value().encode() if settings.secret else b""
+        self.timeout_s = settings.timeout_s
+
+    async def send(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+        """POST the message to the relay."""
+        body = json.dumps(item.payload, ensure_ascii=False, sort_keys=True).encode()
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "X-Weijian-Signature": sign_body(self.secret, body),
+            "X-Weijian-Timestamp": str(int(time.time())),
+            "Idempotency-Key": item.idem_key,
+        }
+        _check(await _post(client, self.url, body, headers, self.timeout_s), robot=False)
+
+
+class WeComRobot:
+    """A WeCom (企业微信) group robot: ``{"msgtype": "text", "text": {"content": ...}}``."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+
+    async def send(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+        """POST the text to the robot's webhook (its key is in the URL)."""
+        body = json.dumps({"msgtype": "text", "text": {"content": item.payload["text"]}},
+                          ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json"}
+        _check(await _post(client, self.url, body, headers, self.timeout_s), robot=True)
+
+
+class DingTalkRobot:
+    r"""A DingTalk (钉钉) group robot with 加签 signing.
+
+    ``timestamp`` (ms) and ``sign`` go in the URL, with
+    ``sign = urlencode(base64(HMAC-SHA256(secret, f"{timestamp}\n{secret}")))``.
+    """
+
+    def __init__(self, url: str, secret: str | None, timeout_s: float,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+        self.url = url
+        self.secret = secret
+        self.timeout_s = timeout_s
+        self.clock_ms = clock_ms
+
+    def signed_url(self) -> str:
+        """The webhook URL with the current timestamp and signature."""
+        if not self.secret:
+            return self.url
+        ts = self.clock_ms()
+        digest = hmac.new(self.secret.encode(), f"{ts}\n{self.secret}".encode(), hashlib.sha256).digest()
+        sign = urllib.parse.quote_plus(base64.b64encode(digest))
+        return f"{self.url}{'&' if '?' in self.url else '?'}timestamp={ts}&sign={sign}"
+
+    async def send(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+        """POST the text to the robot."""
+        body = json.dumps({"msgtype": "text", "text": {"content": item.payload["text"]}},
+                          ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json"}
+        _check(await _post(client, self.signed_url(), body, headers, self.timeout_s), robot=True)
+
+
+class OutboxWorker:
+    """Sends due outbox items; records every outcome in the delivery log.
+
+    Bounded concurrency, exponential backoff with jitter, a per-recipient rate limit.
+
+    Args:
+        store: the alerts database.
+        channels: notifier per channel name.
+        settings: ``[alerts]`` (retry and rate settings).
+        now: the clock (injectable).
+        rand: a source of uniform [0, 1) numbers for jitter (injectable).
+    """
+
+    def __init__(self, store: Store, channels: Mapping[str, Notifier], settings: AlertsSettings,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 rand: Callable[[], float] = random.random) -> None:
+        self.store = store
+        self.channels = channels
+        self.settings = settings
+        self.now = now
+        self.rand = rand
+        self.delivered = 0
+        self.failed_attempts = 0
+        self._last_error: dict[str, str] = {}
+        self.wake = asyncio.Event()  # set by the service when it queues messages
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Delay before the next try after ``attempts`` failed tries: exponential, capped, jittered."""
+        s = self.settings
+        base = min(s.retry_max_s, s.retry_initial_s * 2 ** max(attempts - 1, 0))
+        return timedelta(seconds=base * (1 + s.retry_jitter * (2 * self.rand() - 1)))
+
+    async def run_once(self, client: httpx.AsyncClient) -> int:
+        """Try every due item once; returns how many were tried."""
+        now = self.now()
+        items = await asyncio.to_thread(self.store.due_notifications, now, 500)
+        if not items:
+            return 0
+        limit = asyncio.Semaphore(self.settings.outbox_concurrency)
+
+        async def one(item: OutboxItem) -> None:
+            async with limit:
+                await self._deliver(client, item)
+
+        async with asyncio.TaskGroup() as tg:
+            for item in items:
+                tg.create_task(one(item), name=f"notify-{item.id}")
+        return len(items)
+
+    async def _deliver(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+        now = self.now()
+        if item.channel == "sms":
+            sent = await asyncio.to_thread(self.store.delivered_recently, item.recipient,
+                                           now - timedelta(hours=1))
+            if sent >= self.settings.rate_per_recipient_per_h:
+                # Deferred, not dropped: tried again once the hour's window has room.
+                await asyncio.to_thread(self.store.mark_delivery, item.id, DeliveryStatus.PENDING, now,
+                                        error="rate_limited", retry_at=now + timedelta(minutes=5),
+                                        count_attempt=False)
+                return
+        notifier = self.channels.get(item.channel)
+        if notifier is None:
+            await asyncio.to_thread(self.store.mark_delivery, item.id, DeliveryStatus.FAILED, now,
+                                    error=f"channel {item.channel!r} is not configured")
+            return
+        try:
+            await notifier.send(client, item)
+        except DeliveryFailed as exc:
+            self.failed_attempts += 1
+            attempts = item.attempts + 1
+            give_up = not exc.retryable or (0 < self.settings.max_attempts <= attempts)
+            if self._last_error.get(item.channel) != str(exc):  # log changes, not repetitions
+                log.warning("notify.attempt_failed", extra={
+                    "channel": item.channel, "error": str(exc), "attempts": attempts, "give_up": give_up})
+                self._last_error[item.channel] = str(exc)
+            await asyncio.to_thread(
+                self.store.mark_delivery, item.id,
+                DeliveryStatus.FAILED if give_up else DeliveryStatus.PENDING, now,
+                error=str(exc), retry_at=None if give_up else now + self.backoff(attempts),
+            )
+            return
+        self._last_error.pop(item.channel, None)
+        self.delivered += 1
+        await asyncio.to_thread(self.store.mark_delivery, item.id, DeliveryStatus.DELIVERED, self.now())
+
+    async def run(self, client: httpx.AsyncClient) -> None:
+        """Deliver forever (until cancelled), polling the outbox every ``outbox_poll_s``."""
+        while True:
+            try:
+                tried = await self.run_once(client)
+            except WeijianError as exc:
+                log.error("notify.outbox_unavailable", extra={"error": str(exc)})
+                tried = 0
+            if not tried:
+                # Sleep until the service queues something, or the poll interval passes
+                # (retries fall due with time alone).
+                try:
+                    async with asyncio.timeout(self.settings.outbox_poll_s):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+                self.wake.clear()
+
+
+def build_channels(sms: SmsSettings, alerts: AlertsSettings) -> dict[str, Notifier]:
+    """The configured channels."""
+    out: dict[str, Notifier] = {}
+    if sms.url:
+        out["sms"] = SmsWebhook(sms)
+    if alerts.wecom_url:
+        out["wecom"] = WeComRobot(alerts.wecom_url, sms.timeout_s)
+    if alerts.dingtalk_url:
+        secret = alerts.dingtalk_secret.get_secret_value() if alerts.dingtalk_secret else None
+        out["dingtalk"] = DingTalkRobot(alerts.dingtalk_url, secret, sms.timeout_s)
+    return out
+

@@ -1,0 +1,1 @@
+"""Rule packs (data): one TOML file per monitored kind, loaded by ``weijian.rules``."""

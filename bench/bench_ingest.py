@@ -1,0 +1,293 @@
+"""Benchmark: readings per second through ingest, end to end from publish to stored.
+
+Starts its own Mosquitto and InfluxDB 1.x on loopback (in a temporary folder), then for one
+and for two ingest processes (``weijian ingest run``, one shared subscription):
+
+* **live**: a publisher process sends N readings at QoS 1 as fast as the broker takes them
+  while ingest runs; the rate is N divided by the time from the first publish until InfluxDB
+  counts N points (``SELECT count(...)``).
+* **backlog**: ingest is stopped, N readings are published into its persistent session, then
+  ingest starts; ``per_second`` is N divided by the time from starting the ingest processes
+  (their start-up, about 1-3 s, included) to the last point counted, ``per_second_steady``
+  counts from the first point stored instead.
+
+Readings are realistic: every metric of each registry device with its unit and flag. CPU is
+each ingest process's user + system time from ``/proc`` (the publisher, broker and InfluxDB
+are not counted); peak RSS is ``VmHWM``. Alerts are evaluated (``[ingest] alerts = true``,
+the rule packs of the alerts stage on a SQLite task database) unless ``--no-alerts``.
+
+Run: ``.venv/bin/python bench/bench_ingest.py [--readings 200000] [--no-alerts]``
+(loopback only; each phase is bounded by ``--timeout`` seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from procstat import cpu_seconds, peak_rss_mb  # noqa: E402
+
+from weijian.contract import CATALOGUE  # noqa: E402
+from weijian.local_services import Broker, Influx, free_port, start_influxd, start_mosquitto  # noqa: E402
+from weijian.registry import load_registry  # noqa: E402
+
+REGISTRY = ROOT / "examples" / "registry.toml"
+KINDS = ("drinking_water", "swimming_pool", "medical_waste", "cold_chain")
+
+
+# Normal operation: values inside every rule's band, with a little noise (rules evaluated, none firing).
+NORMAL = {
+    "drinking_water": {
+        "free_chlorine": 0.5,
+        "total_chlorine": 0.7,
+        "turbidity": 0.3,
+        "ph": 7.2,
+        "conductivity": 400.0,
+        "temperature": 15.0,
+    },
+    "swimming_pool": {
+        "free_chlorine": 0.6,
+        "combined_chlorine": 0.2,
+        "ph": 7.4,
+        "turbidity": 0.2,
+        "orp": 700.0,
+        "temperature": 27.0,
+        "urea": 1.0,
+        "cyanuric_acid": 20.0,
+    },
+    "medical_waste": {"temperature": 10.0, "humidity": 60.0, "door_open": 0.0, "weight": 100.0},
+    "cold_chain": {"temperature": 5.0, "door_open": 0.0, "power_ok": 1.0, "humidity": 50.0},
+}
+
+
+def payloads(n: int, root: str) -> list[tuple[str, bytes]]:
+    """``n`` valid readings spread over every registry device, each with all its metrics."""
+    registry = load_registry(REGISTRY)
+    devices = list(registry.devices())
+    base = datetime.now(UTC) - timedelta(minutes=1) - timedelta(milliseconds=n)
+    out = []
+    for i in range(n):
+        site, dev = devices[i % len(devices)]
+        units = CATALOGUE[site.kind]
+        normal = NORMAL[site.kind.value]
+        noise = 1 + ((i * 7919) % 21 - 10) / 1000  # within +-1 %
+        metrics = {
+            m: {
+                "value": round(normal[m] * (noise if normal[m] > 1.5 else 1), 3),
+                "unit": units[m],
+                "flag": "N",
+            }
+            for m in dev.metrics
+        }
+        ts = (base + timedelta(milliseconds=i)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        body = {
+            "site_id": site.id,
+            "device_id": dev.id,
+            "gateway_id": registry.gateway_of(site.id, dev.id),
+            "kind": site.kind.value,
+            "ts": ts,
+            "seq": i,
+            "metrics": metrics,
+        }
+        out.append((f"{root}/{site.id}/{dev.id}/reading", json.dumps(body).encode()))
+    return out
+
+
+def publisher(port: int, n: int, root: str, ready: Any) -> None:
+    """Child process: publish ``n`` readings at QoS 1, keeping at most 10,000 unacknowledged."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    messages = payloads(n, root)
+    room = threading.Semaphore(10_000)  # paho's mids wrap at 65535
+    done = threading.Event()
+    acked = [0]
+
+    def on_publish(*_: Any) -> None:
+        acked[0] += 1
+        room.release()
+        if acked[0] == n:
+            done.set()
+
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    ready.set()
+    for topic, payload in messages:
+        room.acquire()
+        client.publish(topic, payload, qos=1)
+    done.wait(600)
+    client.disconnect()
+    client.loop_stop()
+
+
+def count(influx: Influx, db: str) -> int:
+    series = influx.query(f'SELECT count("temperature") FROM {",".join(KINDS)}', db)
+    return sum(s["values"][0][1] for s in series)
+
+
+
+
+
+
+class Ingest:
+    """One ``weijian ingest run`` child process with its own files and metrics port."""
+
+    def __init__(self, work: Path, name: str, broker: Broker, influx: Influx, db: str, alerts: bool) -> None:
+        self.port = free_port()
+        self.conf = work / f"{name}.toml"
+        self.log = work / f"{name}.log"
+        self.conf.write_text(
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ntopic_root = "{db.replace("_", "-")}/v1"\n'
+            f'[influx]\nurl = "{influx.url}"\ndatabase = "{db}"\n'
+            f'[registry]\npath = "{REGISTRY}"\n'
+            f'[tasks]\nurl = "sqlite:///{work / "tasks.sqlite"}"\n'
+            f'[ingest]\nclient_id = "bench-{db}-{name}"\nalerts = {str(alerts).lower()}\n'
+            f"metrics_port = {self.port}\n"
+            f'spool_path = "{work / name}-spool.sqlite"\nquarantine_path = "{work / name}-q.sqlite"\n'
+            f'dedup_path = "{work / name}-dedup.sqlite"\n'
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "weijian.cli",
+                "--log-level",
+                "WARNING",
+                "ingest",
+                "run",
+                "--config",
+                str(self.conf),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("ab"),
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"ingest exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit("ingest did not become healthy")
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+def run(
+    mode: str,
+    processes: int,
+    n: int,
+    broker: Broker,
+    influx: Influx,
+    work: Path,
+    alerts: bool,
+    timeout_s: float,
+) -> dict[str, Any]:
+    db = f"bench_{mode}_{processes}"
+    influx.query(f'CREATE DATABASE "{db}"')
+    ingests = [Ingest(work, f"{db}-{i}", broker, influx, db, alerts) for i in range(processes)]
+    for ingest in ingests:
+        ingest.start()
+    ready = multiprocessing.Event()
+    restarted = 0.0
+    pub = multiprocessing.Process(
+        target=publisher, args=(broker.port, n, f"{db.replace('_', '-')}/v1", ready)
+    )
+    if mode == "backlog":
+        for ingest in ingests:
+            ingest.stop()  # the persistent sessions stay on the broker and queue what follows
+        pub.start()
+        pub.join(timeout_s)
+        restarted = time.monotonic()  # the clock includes ingest's start-up (about 1 s)
+        for ingest in ingests:
+            ingest.start()
+    else:
+        pub.start()
+        ready.wait(120)
+    assert all(i.proc for i in ingests)
+    cpu0 = [cpu_seconds(i.proc.pid) for i in ingests]  # type: ignore[union-attr]
+    started = time.monotonic()
+    first = None
+    stored = 0
+    while time.monotonic() - started < timeout_s:
+        stored = count(influx, db)
+        if stored and first is None:
+            first = time.monotonic()
+        if stored >= n:
+            break
+        time.sleep(0.1)
+    ended = time.monotonic()
+    cpu = sum(cpu_seconds(i.proc.pid) - c for i, c in zip(ingests, cpu0, strict=True))  # type: ignore[union-attr]
+    rss = max(peak_rss_mb(i.proc.pid) for i in ingests)  # type: ignore[union-attr]
+    for ingest in ingests:
+        ingest.stop()
+    pub.join(60)
+    span = ended - (restarted if mode == "backlog" else started)
+    return {
+        "mode": mode,
+        "processes": processes,
+        "readings": n,
+        "stored": stored,
+        "seconds": round(span, 2),
+        "per_second": round(stored / span),
+        "per_second_steady": round(stored / (ended - first)) if first and ended > first else None,
+        "cpu_s": round(cpu, 1),
+        "cpu_ms_per_1000": round(cpu / max(stored, 1) * 1e6, 1),
+        "peak_rss_mb": round(rss, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--readings", type=int, default=200_000)
+    parser.add_argument("--no-alerts", action="store_true", help="ingest without the alert engine")
+    parser.add_argument("--timeout", type=float, default=180.0, help="bound of each phase, seconds")
+    parser.add_argument("--modes", default="live,backlog")
+    args = parser.parse_args()
+    alerts = not args.no_alerts
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        work = Path(tmp)
+        broker = start_mosquitto(work / "mosquitto", extra_config="max_inflight_messages 0\n")
+        influx = start_influxd(work / "influxd")
+        try:
+            for mode in args.modes.split(","):
+                for processes in (1, 2):
+                    result = run(mode, processes, args.readings, broker, influx, work, alerts, args.timeout)
+                    result["alerts"] = alerts
+                    print(json.dumps(result), flush=True)
+        finally:
+            broker.stop()
+            influx.stop()
+
+
+if __name__ == "__main__":
+    main()

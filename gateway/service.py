@@ -1,0 +1,261 @@
+"""The gateway shell: resolves the configured devices, then runs pollers, spool and publisher.
+
+Data flow: pollers (``acquire``) -> :class:`SpoolWriter` (commits to the ``spool``) ->
+``publish.Publisher`` (MQTT, deletes on PUBACK); a status task publishes the retained
+health report. Shutdown on ``stop``: stop polling, commit what was polled, give the
+publisher ``drain_timeout_s`` to empty the spool, publish ``offline``, disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.acquire import DeviceTarget, ModbusLink, Poller
+from gateway.decode import plan_device
+from gateway.publish import Publisher
+from gateway.spool import Sample, Spool
+from gateway.status import build_status
+from weijian.config import GatewayDevice, Settings
+from weijian.contract import GatewayState, GatewayStatus
+from weijian.device_profile import load_profile
+from weijian.errors import ConfigError
+from weijian.registry import Registry
+
+__all__ = ["DevicePlan", "SpoolWriter", "plan_devices", "run_gateway"]
+
+log = logging.getLogger(__name__)
+
+_STATUS_TICK_S = 0.25  # how often the status task looks for a change to report
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePlan:
+    """A configured device and where it is reached."""
+
+    target: DeviceTarget
+    config: GatewayDevice
+
+    @property
+    def link_key(self) -> str:
+        """Devices with the same key share a link (an RS-485 line, or one TCP device)."""
+        c = self.config
+        if c.transport == "rtu":
+            return f"rtu:{c.line or c.serial}"
+        return f"tcp:{c.host}:{c.port}:{c.unit_id}"
+
+
+def plan_devices(settings: Settings, registry: Registry) -> list[DevicePlan]:
+    """Check the configured devices against the registry and resolve their read plans.
+
+    Raises:
+        ConfigError: no gateway id, a device configured twice, not in the registry, not
+            served by this gateway, a profile differing from the registry's, or
+            ``timestamp = "device"`` on a profile without a clock.
+        ProfileError: the profile cannot be loaded.
+    """
+    gw = settings.gateway
+    if gw.id is None:
+        raise ConfigError("key 'gateway.id': required (the gateway's id in the site registry)")
+    if not gw.devices:
+        raise ConfigError("key 'gateway.devices': no devices configured")
+    plans: list[DevicePlan] = []
+    seen: set[tuple[str, str]] = set()
+    for i, d in enumerate(gw.devices):
+        where = f"key 'gateway.devices[{i}]' ({d.site_id}/{d.device_id})"
+        if (d.site_id, d.device_id) in seen:
+            raise ConfigError(f"{where}: configured twice")
+        seen.add((d.site_id, d.device_id))
+        device = registry.device(d.site_id, d.device_id)
+        if device is None:
+            raise ConfigError(f"{where}: not in the site registry {registry.path}")
+        served_by = registry.gateway_of(d.site_id, d.device_id)
+        if served_by != gw.id:
+            raise ConfigError(
+                f"{where}: the site registry says it is served by {served_by!r}, not {gw.id!r}"
+            )
+        if d.profile is not None and d.profile != device.profile:
+            raise ConfigError(
+                f"{where}: profile {d.profile!r} differs from the registry's {device.profile!r}"
+            )
+        profile = load_profile(device.profile)
+        if d.timestamp == "device" and profile.clock is None:
+            raise ConfigError(f"{where}: timestamp = 'device' but {profile.model!r} has no clock")
+        site = registry.sites[d.site_id]
+        target = DeviceTarget(
+            site_id=d.site_id,
+            device_id=d.device_id,
+            kind=device.kind or site.kind,
+            profile=profile,
+            metrics=device.metrics,
+            unit_id=d.unit_id,
+            blocks=plan_device(profile, device.metrics, read_clock=d.timestamp == "device"),
+            poll_interval_s=d.poll_interval_s or gw.poll_interval_s,
+            timeout_s=d.timeout_s or gw.timeout_s,
+            retries=gw.retries if d.retries is None else d.retries,
+            device_time=d.timestamp == "device",
+        )
+        plans.append(DevicePlan(target, d))
+    return plans
+
+
+class SpoolWriter:
+    """Commits polled samples to the spool in batches, off the event loop.
+
+    Args:
+        spool: the durable queue.
+        on_commit: called (on the loop) after each commit, to wake the publisher.
+    """
+
+    def __init__(self, spool: Spool, on_commit: Callable[[], None]) -> None:
+        self.spool = spool
+        self.on_commit = on_commit
+        self._pending: list[Sample] = []
+        self._ready = asyncio.Event()
+        self._closing = False
+
+    def put(self, sample: Sample) -> None:
+        """Queue a sample for the next commit (never blocks; a commit takes milliseconds)."""
+        self._pending.append(sample)
+        self._ready.set()
+
+    def close(self) -> None:
+        """Ask :meth:`run` to commit what is pending and return."""
+        self._closing = True
+        self._ready.set()
+
+    async def run(self) -> None:
+        """Commit until closed; a sample is in memory only while its batch is written."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await asyncio.to_thread(self.spool.append, batch)
+                self.on_commit()
+            if self._closing and not self._pending:
+                return
+
+
+async def run_gateway(
+    settings: Settings,
+    plans: list[DevicePlan],
+    stop: asyncio.Event,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Run the gateway until ``stop`` is set, then shut down in order.
+
+    Args:
+        settings: the whole configuration (uses ``gateway`` and ``mqtt``).
+        plans: from :func:`plan_devices`.
+        stop: set by the SIGTERM/SIGINT handler (or a test).
+        now: the sampling clock for ``timestamp = "gateway"``.
+
+    Raises:
+        SpoolError: the spool cannot be opened or written.
+    """
+    gw = settings.gateway
+    assert gw.id is not None  # plan_devices checked it
+    gateway_id = gw.id
+    started = time.monotonic()
+    spool = await asyncio.to_thread(
+        Spool,
+        gw.spool.path,
+        gateway_id=gateway_id,
+        topic_root=settings.mqtt.topic_root,
+        max_rows=gw.spool.max_rows,
+        fsync=gw.spool.fsync,
+    )
+    stats = await asyncio.to_thread(spool.stats)
+    log.info("gateway.starting", extra={"gateway_id": gateway_id, "devices": len(plans),
+                                        "queued": stats.depth, "seq": stats.seq})
+    publisher = Publisher(settings.mqtt, gateway_id, spool, gw.max_inflight)
+    writer = SpoolWriter(spool, publisher.notify_new_rows)
+    changed = asyncio.Event()
+    targets = {p.target.key: p.target for p in plans}
+
+    async def current_status(state: GatewayState) -> GatewayStatus:
+        s = await asyncio.to_thread(spool.stats)
+        report = build_status(
+            gateway_id,
+            now(),
+            uptime_s=time.monotonic() - started,
+            queue_depth=s.depth,
+            oldest_queued_age_s=s.oldest_age_s,
+            dropped=s.dropped,
+            published=publisher.published,
+            devices={k: t.health for k, t in targets.items()},
+        )
+        return report.model_copy(update={"state": state})
+
+    async def report_status() -> None:
+        last_sent = -1e9
+        was_connected = False
+        while True:
+            await asyncio.sleep(_STATUS_TICK_S)
+            is_connected = publisher.connected.is_set()
+            due = time.monotonic() - last_sent >= gw.status_interval_s
+            if is_connected and (changed.is_set() or due or not was_connected):
+                changed.clear()
+                publisher.publish_status(await current_status(GatewayState.ONLINE))
+                last_sent = time.monotonic()
+            was_connected = is_connected
+
+    links: dict[str, list[DevicePlan]] = {}
+    for p in plans:
+        links.setdefault(p.link_key, []).append(p)
+    pollers = []
+    for key, group in links.items():
+        first = group[0].config
+        timeout_s = max(p.target.timeout_s for p in group)
+        if first.transport == "rtu":
+            assert first.serial is not None
+            link = ModbusLink.rtu(first.serial, first.baudrate, timeout_s)
+        else:
+            assert first.host is not None
+            link = ModbusLink.tcp(first.host, first.port, timeout_s)
+        pollers.append((key, Poller(
+            link,
+            [p.target for p in group],
+            writer.put,
+            lambda _t: changed.set(),
+            frame_gap_s=gw.frame_gap_s if first.transport == "rtu" else 0.0,
+            backoff_max_s=gw.backoff_max_s,
+            retry_timeouts=first.transport == "tcp",
+            now=now,
+        )))
+
+    await publisher.start()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            poll_tasks = [tg.create_task(p.run(), name=f"poll-{key}") for key, p in pollers]
+            writer_task = tg.create_task(writer.run(), name="spool-writer")
+            send_task = tg.create_task(publisher.send(), name="mqtt-send")
+            acks_task = tg.create_task(publisher.collect_acks(), name="mqtt-acks")
+            status_task = tg.create_task(report_status(), name="status")
+            await stop.wait()
+            log.info("gateway.stopping", extra={"gateway_id": gateway_id})
+            for task in poll_tasks:  # 1. take no new samples
+                task.cancel()
+            writer.close()  # 2. commit what was polled
+            await writer_task
+            if publisher.connected.is_set():  # 3. publish what we can in the time allowed
+                try:
+                    async with asyncio.timeout(gw.drain_timeout_s):
+                        await publisher.drained()
+                except TimeoutError:
+                    log.warning("gateway.drain_timeout", extra={"in_flight": publisher.in_flight})
+            status_task.cancel()
+            send_task.cancel()
+            acks_task.cancel()
+        final = await current_status(GatewayState.OFFLINE)
+        await publisher.stop(final)
+    finally:
+        left = (await asyncio.to_thread(spool.stats)).depth
+        await asyncio.to_thread(spool.close)
+        log.info("gateway.stopped", extra={"gateway_id": gateway_id, "queued": left})

@@ -1,0 +1,68 @@
+"""``weijian ingest run`` and ``weijian ingest quarantine``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+from weijian.cli import add_config_argument, settings_and_registry
+from weijian.config import load_settings
+
+__all__ = ["register"]
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from ingest.service import IngestService
+
+    settings, registry = settings_and_registry(args)
+    service = IngestService(settings, registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.run(stop)
+
+
+def _run(args: argparse.Namespace) -> int:
+    asyncio.run(_serve(args))
+    return 0
+
+
+def _quarantine(args: argparse.Namespace) -> int:
+    from ingest.quarantine import QuarantineStore
+
+    settings = load_settings(args.config)
+    store = QuarantineStore(settings.ingest.quarantine_path)
+    try:
+        counts = store.counts()
+        rows = store.list(reason=args.reason, limit=args.limit)
+    finally:
+        store.close()
+    print("reason counts: " + (", ".join(f"{r}={n}" for r, n in sorted(counts.items())) or "none"))
+    for row in rows:
+        prefix = row.payload[:80].decode("utf-8", "replace").replace("\n", " ")
+        print(
+            f"{row.id}\t{row.received_at}\t{row.reason}\t{row.field}\t{row.topic[:120]}\t"
+            f"{row.detail[:200]}\t{len(row.payload)} bytes: {prefix}"
+        )
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``ingest run`` and ``ingest quarantine`` to the ``weijian`` command."""
+    parser = subparsers.add_parser("ingest", help="central intake: MQTT readings to InfluxDB, feed alerts")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    run = sub.add_parser(
+        "run", help="run the ingest service until SIGTERM (validate, dedup, store, hand off, then ack)"
+    )
+    add_config_argument(run)
+    run.set_defaults(handler=_run)
+    quarantine = sub.add_parser(
+        "quarantine", help="list refused messages, newest first, with counts by reason"
+    )
+    add_config_argument(quarantine)
+    quarantine.add_argument("--reason", help="only this reason (e.g. wrong_unit, unknown_device)")
+    quarantine.add_argument("--limit", type=int, default=50, help="at most this many entries (default 50)")
+    quarantine.set_defaults(handler=_quarantine)

@@ -1,0 +1,316 @@
+"""The MQTT intake: paho-mqtt driven by the asyncio loop, with acknowledgements after storage.
+
+Why paho directly and not aiomqtt: aiomqtt 2.x hands each message through an asyncio queue
+and a future, and acknowledges it on receipt (empicano/aiomqtt#345). Here paho's socket is
+watched with ``loop.add_reader`` (as aiomqtt itself does), ``on_message`` appends to a plain
+list in the loop thread, and the service takes the list as one batch: no task, future or
+queue per message. paho's ``manual_ack_set(True)`` (public API in paho 2.x) withholds the
+PUBACK until :meth:`MqttIntake.ack`; Mosquitto redelivers unacknowledged messages to the
+persistent session (MQTT v5, ``clean_start=False``, a session expiry). The broker sends at most
+``receive_maximum`` unacknowledged messages, which is the backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest.validate import Incoming
+from weijian.config import IngestSettings, MqttSettings
+
+__all__ = ["MqttIntake", "MqttLost"]
+
+log = logging.getLogger(__name__)
+
+_MAX_READS_PER_WAKEUP = 512  # paho reads one packet per loop_read(); take a burst per wake-up
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class _BufferedClient(mqtt.Client):
+    """A paho client that reads the socket in large chunks.
+
+    paho reads each packet with three or more ``recv()`` calls (command byte, length bytes,
+    body). This reads up to 256 KiB per system call and serves paho's small reads from memory.
+    It overrides paho's private ``_sock_recv`` (paho 2.1/2.2), so it lives here and nowhere else.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rdata = b""
+        self._rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rdata):
+            data = super()._sock_recv(262_144)  # raises BlockingIOError when nothing is there
+            if not data:
+                return data  # the broker closed the connection
+            self._rdata, self._rpos = data, 0
+        chunk = self._rdata[self._rpos : self._rpos + bufsize]
+        self._rpos += len(chunk)
+        return chunk
+
+    @property
+    def has_buffered(self) -> bool:
+        """Whether bytes already read from the socket wait to be parsed."""
+        return self._rpos < len(self._rdata)
+
+
+class MqttLost(Exception):
+    """The broker connection failed or closed; the session loop reconnects."""
+
+
+class MqttIntake:
+    """One MQTT v5 connection: subscribe, collect messages in batches, acknowledge, publish."""
+
+    def __init__(self, mqtt_settings: MqttSettings, ingest: IngestSettings, *, client_id: str) -> None:
+        self._mqtt = mqtt_settings
+        self._ingest = ingest
+        self._loop = asyncio.get_running_loop()
+        client = _BufferedClient(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        client.manual_ack_set(True)
+        if mqtt_settings.username:
+            password = mqtt_settings.password.get_secret_value() if mqtt_settings.password else None
+            client.username_pw_set(mqtt_settings.username, password)
+        if mqtt_settings.tls_ca:
+            client.tls_set(
+                ca_certs=str(mqtt_settings.tls_ca),
+                certfile=str(mqtt_settings.tls_cert) if mqtt_settings.tls_cert else None,
+                keyfile=str(mqtt_settings.tls_key) if mqtt_settings.tls_key else None,
+            )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
+        self._client = client
+        self._pending: list[Incoming] = []
+        self._have_batch = asyncio.Event()
+        self._connected: asyncio.Future[None] = self._loop.create_future()
+        self._subscribed: asyncio.Future[None] = self._loop.create_future()
+        self.lost: asyncio.Future[None] = self._loop.create_future()
+        for fut in (self._connected, self._subscribed, self.lost):
+            fut.add_done_callback(_retrieve)  # a normal disconnect leaves these unawaited
+        self._published: dict[int, asyncio.Future[None]] = {}
+        self._sock: socket.socket | None = None
+        self._received = 0
+        self._reading = False
+
+    # --- paho callbacks, all called in the loop thread ---------------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        if self._connected.done():  # paho may report a connection more than once
+            return
+        if rc.is_failure:
+            self._connected.set_exception(MqttLost(f"broker refused the connection: {rc}"))
+        else:
+            log.info("mqtt.connected", extra={"session_present": bool(flags.session_present)})
+            self._connected.set_result(None)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        for fut in (self._connected, self._subscribed, self.lost):
+            if not fut.done():
+                fut.set_exception(MqttLost(f"disconnected: {rc}"))
+        for fut in self._published.values():
+            if not fut.done():
+                fut.set_exception(MqttLost(f"disconnected: {rc}"))
+        self._have_batch.set()
+
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: int, codes: list[ReasonCode], props: Any
+    ) -> None:
+        bad = [str(c) for c in codes if c.is_failure]
+        if self._subscribed.done():
+            return
+        if bad:
+            self._subscribed.set_exception(MqttLost(f"subscription refused: {bad}"))
+            if not self.lost.done():
+                self.lost.set_exception(MqttLost(f"subscription refused: {bad}"))
+        else:
+            self._subscribed.set_result(None)
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._received += 1
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # the broker checks UTF-8 topics; be safe anyway
+            topic = message._topic.decode("utf-8", "replace")
+        self._pending.append(Incoming(topic, bytes(message.payload), message.mid, message.qos))
+        if len(self._pending) >= self._ingest.batch_size:
+            self._have_batch.set()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: ReasonCode, props: Any) -> None:
+        fut = self._published.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # --- socket plumbing ----------------------------------------------------------------
+
+    def _readable(self) -> None:
+        for _ in range(_MAX_READS_PER_WAKEUP):
+            before = self._received
+            rc = self._client.loop_read()
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            if self._received == before and not self._client.has_buffered:
+                break
+        if self._client.has_buffered:  # the socket will not wake us for bytes we already hold
+            self._loop.call_soon(self._readable)
+
+    def _writable(self) -> None:
+        self._client.loop_write()
+
+    def _register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._loop.add_writer(sock, self._writable)
+
+    def _unregister_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._loop.remove_writer(sock)
+
+    def _socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        self._sock = None
+
+    async def connect(self, subscriptions: list[str], status_filter: str) -> None:
+        """Connect with a persistent session and subscribe (QoS 1).
+
+        Raises:
+            MqttLost: refused, unreachable or timed out (after ``[mqtt] timeout_s``).
+        """
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._ingest.session_expiry_s
+        props.ReceiveMaximum = self._ingest.receive_maximum
+        try:
+            async with asyncio.timeout(self._mqtt.timeout_s):
+                # paho's connect() blocks on the TCP (and TLS) handshake: run it off the loop.
+                await asyncio.to_thread(
+                    self._client.connect,
+                    self._mqtt.host,
+                    self._mqtt.port,
+                    self._mqtt.keepalive_s,
+                    clean_start=False,
+                    properties=props,
+                )
+                sock = self._client.socket()
+                if not isinstance(sock, socket.socket):
+                    raise MqttLost("no socket after connect")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                self._sock = sock
+                self._client.on_socket_register_write = self._register_write
+                self._client.on_socket_unregister_write = self._unregister_write
+                self._client.on_socket_close = self._socket_close
+                self._loop.add_reader(sock, self._readable)
+                self._reading = True
+                if self._client.want_write():
+                    self._loop.add_writer(sock, self._writable)
+                await asyncio.shield(self._connected)
+                # Not waiting for the SUBACK: a resumed session's queue (up to receive_maximum
+                # messages) arrives before it, and on a slow machine would outlast the timeout,
+                # making a reconnect loop. A refused subscription fails the session instead.
+                self._client.subscribe(
+                    [(topic, SubscribeOptions(qos=1)) for topic in [*subscriptions, status_filter]]
+                )
+        except (OSError, TimeoutError) as exc:
+            raise MqttLost(f"cannot connect to {self._mqtt.host}:{self._mqtt.port}: {exc!r}") from exc
+
+    async def keepalive(self) -> None:
+        """Forever: let paho send PINGREQs and notice a dead broker."""
+        while True:
+            await asyncio.sleep(1)
+            if self._client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS and not self.lost.done():
+                self.lost.set_exception(MqttLost("keepalive failed"))
+            if self.lost.done():
+                return
+
+    async def next_batch(self, interval_s: float) -> list[Incoming]:
+        """Wait until a batch is full or ``interval_s`` passed, then take what has arrived."""
+        if len(self._pending) < self._ingest.batch_size:
+            self._have_batch.clear()
+            try:
+                async with asyncio.timeout(interval_s):
+                    await self._have_batch.wait()
+            except TimeoutError:
+                pass
+        if self.lost.done():
+            self.lost.result()  # raises MqttLost
+        size = self._ingest.batch_size
+        batch, self._pending = self._pending[:size], self._pending[size:]
+        return batch
+
+    def take_pending(self) -> list[Incoming]:
+        """Take whatever has arrived without waiting (for the final batch at shutdown)."""
+        batch, self._pending = self._pending, []
+        return batch
+
+    def stop_reading(self) -> None:
+        """Take no new messages (unread ones stay with the broker and are redelivered)."""
+        if self._sock is not None and self._reading:
+            self._loop.remove_reader(self._sock)
+            self._reading = False
+
+    def ack(self, messages: list[Incoming]) -> None:
+        """Acknowledge messages that are now stored or quarantined (QoS 0 needs none)."""
+        ack = self._client.ack
+        for message in messages:
+            if message.qos:
+                ack(message.mid, message.qos)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 and wait for the broker's PUBACK.
+
+        Raises:
+            MqttLost: the connection went away or the broker did not answer in time.
+        """
+        fut: asyncio.Future[None] = self._loop.create_future()
+        info = self._client.publish(topic, payload, qos=1)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise MqttLost(f"publish failed: {info.rc}")
+        if info.is_published():
+            return
+        self._published[info.mid] = fut
+        try:
+            async with asyncio.timeout(self._mqtt.timeout_s):
+                await fut
+        except TimeoutError as exc:
+            raise MqttLost(f"no PUBACK for {topic} in {self._mqtt.timeout_s} s") from exc
+
+    @property
+    def is_subscribed(self) -> bool:
+        """Whether the broker has granted the subscriptions (SUBACK received)."""
+        return self._subscribed.done() and self._subscribed.exception() is None
+
+    def close(self) -> None:
+        """Drop the socket without a DISCONNECT (after a failure); idempotent."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+            sock.close()
+
+    async def disconnect(self) -> None:
+        """Send DISCONNECT (the session stays on the broker) and release the socket."""
+        try:
+            self._client.disconnect()
+            if self._sock is not None:
+                self._client.loop_write()
+        finally:
+            if self._sock is not None:
+                self._loop.remove_reader(self._sock)
+                self._loop.remove_writer(self._sock)
+                self._sock = None

@@ -1,0 +1,103 @@
+"""The durable spool: line-protocol batches waiting for InfluxDB, oldest first, bounded in points.
+
+Also holds the alerts backlog (readings the alert queue had no room for), in its own table.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ingest.sqlite_thread import SqliteThread
+
+__all__ = ["Spool"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, points INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS alert_backlog (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, body BLOB NOT NULL);
+"""
+
+
+class Spool:
+    """Batches of line protocol in a SQLite file; :attr:`points` is the depth kept in memory."""
+
+    def __init__(self, path: Path, max_points: int) -> None:
+        self._db = SqliteThread(path, _SCHEMA)
+        self.max_points = max_points
+        self.points = 0
+        self.backlog = 0
+
+    async def open(self) -> None:
+        """Read the depth left by a previous run."""
+
+        def _depth(db: sqlite3.Connection) -> tuple[int, int]:
+            points = db.execute("SELECT coalesce(sum(points), 0) FROM batches").fetchone()[0]
+            backlog = db.execute("SELECT count(*) FROM alert_backlog").fetchone()[0]
+            return int(points), int(backlog)
+
+        self.points, self.backlog = await self._db.run(_depth)
+
+    def has_room(self, points: int) -> bool:
+        """Whether a batch of ``points`` fits under the bound (an empty spool takes any batch)."""
+        return self.points == 0 or self.points + points <= self.max_points
+
+    async def append(self, body: bytes, points: int) -> None:
+        """Add a batch at the tail (committed before returning)."""
+
+        def _insert(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("INSERT INTO batches (points, body) VALUES (?, ?)", (points, body))
+
+        await self._db.run(_insert)
+        self.points += points
+
+    async def oldest(self) -> tuple[int, bytes, int] | None:
+        """The oldest batch as ``(id, body, points)``, or None if the spool is empty."""
+
+        def _select(db: sqlite3.Connection) -> tuple[int, bytes, int] | None:
+            row = db.execute("SELECT id, body, points FROM batches ORDER BY id LIMIT 1").fetchone()
+            return None if row is None else (row[0], row[1], row[2])
+
+        return await self._db.run(_select)
+
+    async def remove(self, batch_id: int, points: int) -> None:
+        """Delete a batch that InfluxDB has taken."""
+
+        def _delete(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+
+        await self._db.run(_delete)
+        self.points -= points
+
+    async def backlog_append(self, items: list[tuple[str, bytes]]) -> None:
+        """Add ``(kind, json)`` items to the alerts backlog."""
+
+        def _insert(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("INSERT INTO alert_backlog (kind, body) VALUES (?, ?)", items)
+
+        await self._db.run(_insert)
+        self.backlog += len(items)
+
+    async def backlog_oldest(self, limit: int) -> list[tuple[int, str, bytes]]:
+        """Up to ``limit`` oldest backlog items as ``(id, kind, json)``."""
+        return await self._db.run(
+            lambda db: db.execute(
+                "SELECT id, kind, body FROM alert_backlog ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        )
+
+    async def backlog_remove(self, up_to_id: int, count: int) -> None:
+        """Delete backlog items up to and including ``up_to_id``."""
+
+        def _delete(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("DELETE FROM alert_backlog WHERE id <= ?", (up_to_id,))
+
+        await self._db.run(_delete)
+        self.backlog -= count
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()

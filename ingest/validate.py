@@ -1,0 +1,130 @@
+"""Bytes and topic in, ``Reading | GatewayStatus | Rejection`` out: ingest's functional core.
+
+Wraps :func:`weijian.contract.decode_reading` with what only ingest knows: the site
+registry (unknown devices, the district tag), the gateway status topic, and the range of
+timestamps InfluxDB can store. Nothing here awaits, logs or touches a database.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from pydantic import ValidationError
+
+from ingest.lineproto import STORABLE_FROM, STORABLE_UNTIL
+from weijian.contract import (
+    GatewayStatus,
+    Reading,
+    Rejection,
+    RejectReason,
+    decode_reading,
+    is_identifier,
+)
+from weijian.registry import Registry
+
+__all__ = ["OUT_OF_RANGE", "Incoming", "Quarantined", "Verdict", "classify", "classify_batch"]
+
+log = logging.getLogger(__name__)
+
+# Not a contract reason: a valid RFC 3339 time that InfluxDB's int64 nanoseconds cannot hold.
+OUT_OF_RANGE: Final = "ts_out_of_range"
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One MQTT message as received; ``mid`` and ``qos`` are for the acknowledgement."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A refused message with everything the quarantine store keeps."""
+
+    topic: str
+    payload: bytes
+    reason: str
+    field: str
+    detail: str
+
+
+Verdict = Reading | GatewayStatus | Rejection | None  # None: nothing to do (cleared retained status)
+
+
+def _status(root: str, topic: str, payload: bytes) -> GatewayStatus | Rejection | None:
+    gateway_id = topic[len(root) + len("/gateways/") : -len("/status")]
+    if not payload:
+        return None  # a retained status being cleared
+    try:
+        status = GatewayStatus.model_validate_json(payload)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in error["loc"]) or "payload"
+        reason = RejectReason.MALFORMED_JSON if error["type"].startswith("json") else RejectReason.WRONG_TYPE
+        return Rejection(reason, where, f"{where}: {error['msg']}")
+    if status.gateway_id != gateway_id:
+        return Rejection(
+            RejectReason.TOPIC_MISMATCH,
+            "gateway_id",
+            f"gateway_id: payload says {status.gateway_id!r}, topic says {gateway_id!r}",
+        )
+    return status
+
+
+def classify(
+    topic: str, payload: bytes, *, root: str, now: datetime, registry: Registry
+) -> Verdict | Quarantined:
+    """Decide what one message is. Never raises for bad input.
+
+    Args:
+        topic: the MQTT topic.
+        payload: the raw body.
+        root: the topic root in use.
+        now: the receiver's clock (for the 5-minute future limit).
+        registry: the site registry (unknown devices are rejected).
+
+    Returns:
+        A Reading, a GatewayStatus, a Rejection, a Quarantined (for reasons outside the
+        contract's enum) or None for an empty retained status.
+    """
+    if topic.startswith(root + "/gateways/") and topic.endswith("/status"):
+        if not is_identifier(topic[len(root) + len("/gateways/") : -len("/status")]):
+            return Rejection(RejectReason.BAD_IDENTIFIER, "topic.gateway_id", f"{topic!r}: bad gateway id")
+        return _status(root, topic, payload)
+    verdict = decode_reading(topic, payload, now=now, root=root, known_devices=registry)
+    if isinstance(verdict, Reading) and not STORABLE_FROM <= verdict.ts < STORABLE_UNTIL:
+        return Quarantined(
+            topic, payload, OUT_OF_RANGE, "ts", f"ts: {verdict.ts.isoformat()} is outside 1677-2262"
+        )
+    return verdict
+
+
+def classify_batch(
+    messages: list[Incoming], *, root: str, now: datetime, registry: Registry
+) -> tuple[list[Reading], list[GatewayStatus], list[Quarantined]]:
+    """Classify a batch; an unexpected exception quarantines its message as ``internal_error``."""
+    readings: list[Reading] = []
+    statuses: list[GatewayStatus] = []
+    refused: list[Quarantined] = []
+    for message in messages:
+        try:
+            verdict = classify(message.topic, message.payload, root=root, now=now, registry=registry)
+        except Exception as exc:  # a poison message must not become a crash loop
+            log.exception("message.internal_error", extra={"topic": message.topic[:200]})
+            verdict = Rejection(RejectReason.INTERNAL_ERROR, "payload", f"{type(exc).__name__}: {exc}")
+        if isinstance(verdict, Reading):
+            readings.append(verdict)
+        elif isinstance(verdict, GatewayStatus):
+            statuses.append(verdict)
+        elif isinstance(verdict, Rejection):
+            reason = verdict.reason.value
+            refused.append(Quarantined(message.topic, message.payload, reason, verdict.field, verdict.detail))
+        elif isinstance(verdict, Quarantined):
+            refused.append(verdict)
+    return readings, statuses, refused

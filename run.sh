@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# weijian's two entry points on a fresh Debian/Ubuntu machine:
+#   ./run.sh demo   install what is missing, then run the whole pipeline (weijian demo)
+#   ./run.sh test   install what is missing, then lint, type-check and run the test suite
+# Both are idempotent: a second run installs nothing and goes straight to the work.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=${WEIJIAN_VENV:-.venv}
+SYSTEM_PACKAGES=(mosquitto influxdb python3-venv)
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+install_system_packages() {
+    local missing=()
+    command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+    command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing+=(influxdb)
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "run.sh: installing system packages: ${missing[*]}"
+        as_root apt-get update -qq
+        # The packages' own services are not wanted: weijian starts its own on free ports.
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+install_python_env() {
+    local stamp="$VENV/.weijian-installed" want
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+    echo "run.sh: installing weijian and its Python dependencies into $VENV"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e '.[test]'
+    echo "$want" > "$stamp"
+}
+
+main() {
+    local what=${1:-}
+    case "$what" in
+        demo|test) ;;
+        *) echo "usage: ./run.sh demo|test [args...]" >&2; exit 2 ;;
+    esac
+    shift
+    install_system_packages
+    install_python_env
+    export PATH="$PWD/$VENV/bin:/usr/sbin:$PATH"
+    if [ "$what" = demo ]; then
+        exec weijian demo "$@"
+    fi
+    ruff check .
+    mypy weijian firmware_sim gateway ingest alerts dashboards
+    exec python -m pytest "$@"
+}
+
+main "$@"

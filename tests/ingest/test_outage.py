@@ -1,0 +1,72 @@
+"""The broker side of the outage promise: examples/mosquitto.conf keeps what ingest misses."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.ingest.conftest import await_until, count_points, make_settings, publish, reading_payloads, running
+from weijian.local_services import Broker, Influx, start_mosquitto
+from weijian.registry import Registry
+
+SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "mosquitto.conf"
+LIMITS = ("max_queued_messages", "max_queued_bytes", "max_packet_size", "max_inflight_messages")
+
+
+def _shipped_limits() -> str:
+    lines = [line for line in SHIPPED.read_text().splitlines() if line.split(" ")[0] in LIMITS]
+    assert len(lines) == len(LIMITS)
+    return "\n".join(lines) + "\n"  # appended after the fixture's own settings: the last one wins
+
+
+async def _outage(
+    tmp_path: Path, extra: str, influxd: Influx, db: str, root: str, registry: Registry, n: int, expect: int
+) -> int:
+    broker = start_mosquitto(tmp_path / "mosquitto", extra_config=extra)
+    try:
+        settings = make_settings(tmp_path, broker, influxd, db, root)
+        async with running(settings, registry):
+            pass  # ingest's persistent session now exists on the broker
+        await asyncio.to_thread(publish, broker, reading_payloads(registry, root, n))
+        await asyncio.to_thread(broker.stop)  # the broker restarts during the outage, too
+        await asyncio.to_thread(broker.start)
+        async with running(settings, registry):
+            await await_until(lambda: count_points(influxd, db) >= expect, 30, f"{expect} points")
+            await asyncio.sleep(1.0)  # anything beyond ``expect`` would arrive now
+        return await asyncio.to_thread(count_points, influxd, db)
+    finally:
+        broker.stop()
+
+
+async def test_shipped_broker_config_keeps_an_ingest_outage(
+    tmp_path: Path, influxd: Influx, influx_db: str, topic_root: str, registry: Registry
+) -> None:
+    stored = await _outage(
+        tmp_path, _shipped_limits(), influxd, influx_db, topic_root, registry, 20_000, 20_000
+    )
+    assert stored == 20_000
+
+
+async def test_mosquitto_default_queue_limit_would_lose_readings(
+    tmp_path: Path, influxd: Influx, influx_db: str, topic_root: str, registry: Registry
+) -> None:
+    # The control: Mosquitto's default of 1000 queued messages per offline session.
+    stored = await _outage(
+        tmp_path, "max_queued_messages 1000\n", influxd, influx_db, topic_root, registry, 3000, 1000
+    )
+    assert stored == 1000
+
+
+async def test_resuming_a_big_session_with_a_short_mqtt_timeout_does_not_loop(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str, registry: Registry
+) -> None:
+    # A resumed session's queue arrives before the SUBACK; waiting for the SUBACK under the
+    # connect timeout once made ingest reconnect forever on a slow machine.
+    settings = make_settings(tmp_path, mosquitto, influxd, influx_db, topic_root)
+    async with running(settings, registry):
+        pass
+    await asyncio.to_thread(publish, mosquitto, reading_payloads(registry, topic_root, 30_000))
+    hurried = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"timeout_s": 0.2})})
+    async with running(hurried, registry):
+        await await_until(lambda: count_points(influxd, influx_db) >= 30_000, 60, "the queued readings")
+    assert count_points(influxd, influx_db) == 30_000

@@ -1,0 +1,107 @@
+"""Configuration: TOML plus WEIJIAN_<SECTION>__<KEY> overrides, and exit 2 on a bad file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from weijian.cli import main
+from weijian.config import load_settings
+from weijian.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "weijian.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_apply_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(None)
+    assert (settings.mqtt.host, settings.mqtt.port, settings.mqtt.topic_root) == (
+        "127.0.0.1", 1883, "weijian/v1")
+    assert settings.influx.api == "v1"
+
+
+def test_file_beats_default_and_environment_beats_file_key_by_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, '[mqtt]\nhost = "broker.example"\nport = 8883\n[influx]\napi = "v2"\n')
+    monkeypatch.setenv("WEIJIAN_MQTT__PORT", "18830")
+    settings = load_settings(path)
+    assert settings.mqtt.port == 18830  # environment wins
+    assert settings.mqtt.host == "broker.example"  # the rest of the section stays from the file
+    assert settings.influx.api == "v2"
+
+
+def test_environment_alone_can_set_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEIJIAN_TASKS__URL", "postgresql://db/weijian")
+    assert load_settings(None).tasks.url == "postgresql://db/weijian"
+
+
+def test_relative_registry_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[registry]\npath = "sites/registry.toml"\n')
+    assert load_settings(path).registry.path == tmp_path / "sites" / "registry.toml"
+
+
+@pytest.mark.parametrize(
+    ("text", "pieces"),
+    [
+        ("[mqtt]\nport = 70000\n", ["key 'mqtt.port'", "65535"]),
+        ("[mqtt]\nprot = 1883\n", ["key 'mqtt.prot'", "unknown key"]),
+        ("[mqtt\nport = 1\n", ["not valid TOML"]),
+        ("[mqtt]\ntopic_root = \"a/#\"\n", ["key 'mqtt.topic_root'", "'#'"]),
+        ('[influx]\napi = "v3"\n', ["key 'influx.api'", "v3"]),
+        ('[tasks]\nurl = "mysql://x"\n', ["key 'tasks.url'", "sqlite:///"]),
+        ("[grafna]\nurl = 1\n", ["key 'grafna'", "unknown key"]),
+    ],
+)
+def test_bad_config_exits_2_naming_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, pieces: list[str]
+) -> None:
+    path = write(tmp_path, text)
+    assert main(["config", "show", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err
+    for piece in pieces:
+        assert piece in err, err
+
+
+def test_bad_environment_override_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEIJIAN_MQTT__PORT", "not-a-port")
+    with pytest.raises(ConfigError, match=r"mqtt\.port.*WEIJIAN_MQTT__PORT"):
+        load_settings(write(tmp_path, "[mqtt]\nport = 1883\n"))
+
+
+def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml" in capsys.readouterr().err
+
+
+def test_secrets_never_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, '[mqtt]\npassword = "hunter2"\n[sms]\nsecret = "k3y"\n')
+    assert main(["config", "show", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "k3y" not in out
+    assert "**********" in out
+
+
+def test_registry_check_through_the_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], example_registry: Path
+) -> None:
+    path = write(tmp_path, f'[registry]\npath = "{example_registry}"\n')
+    assert main(["registry", "check", "--config", str(path)]) == 0
+    assert "11 sites" in capsys.readouterr().out
+
+
+def test_every_relative_file_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[gateway.spool]\npath = "spool.sqlite"\n[ingest]\nspool_path = "s.db"\n'
+                           '[mqtt]\ntls_ca = "ca.pem"\n[alerts]\nrules_dir = "/etc/rules"\n')
+    settings = load_settings(path)
+    assert settings.gateway.spool.path == tmp_path / "spool.sqlite"
+    assert settings.ingest.spool_path == tmp_path / "s.db"
+    assert settings.mqtt.tls_ca == tmp_path / "ca.pem"
+    assert settings.alerts.rules_dir == Path("/etc/rules")  # absolute stays as written

@@ -1,0 +1,347 @@
+"""Configuration: one TOML file per program plus ``WEIJIAN_<SECTION>__<KEY>`` overrides.
+
+Every program reads the same :class:`Settings`; each uses only the sections it needs, so one
+file or one set of environment variables can serve a whole deployment. Precedence, highest
+first: environment variable, TOML file, built-in default. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from weijian.clock import ClockSettings
+from weijian.contract import DEFAULT_TOPIC_ROOT, Identifier, validate_topic_root
+from weijian.errors import ConfigError
+from weijian.rules import Severity
+from weijian.tomlfile import read_toml
+
+__all__ = [
+    "ENV_PREFIX",
+    "AlertRoute",
+    "AlertTeam",
+    "AlertsSettings",
+    "GatewayDevice",
+    "GatewaySettings",
+    "GrafanaSettings",
+    "InfluxSettings",
+    "IngestSettings",
+    "MqttSettings",
+    "RegistrySettings",
+    "Settings",
+    "SmsSettings",
+    "SpoolSettings",
+    "TasksSettings",
+    "load_settings",
+]
+
+ENV_PREFIX = "WEIJIAN_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a default
+
+
+class MqttSettings(_Section):
+    """Broker connection shared by the gateway, ingest and alerts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    topic_root: str = DEFAULT_TOPIC_ROOT
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("topic_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        return validate_topic_root(value)
+
+
+class InfluxSettings(_Section):
+    """InfluxDB target: the 1.x HTTP API (``api = "v1"``) or the 2.x API (``api = "v2"``)."""
+
+    url: str = "http://127.0.0.1:8086"
+    api: Literal["v1", "v2"] = "v1"
+    database: str = "weijian"
+    retention_policy: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    org: str | None = None
+    bucket: str | None = None
+    token: SecretStr | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class RegistrySettings(_Section):
+    """Where the site registry lives."""
+
+    path: Path = Path("registry.toml")
+
+
+class TasksSettings(_Section):
+    """Inspection-task database: ``sqlite:///path`` (default) or ``postgresql://...``."""
+
+    url: str = "sqlite:///weijian-tasks.sqlite"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+
+class SmsSettings(_Section):
+    """SMS webhook receiver and the HMAC key that signs each request."""
+
+    url: str | None = None
+    secret: SecretStr | None = None
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class GatewayDevice(_Section):
+    """One device a gateway polls (``[[gateway.devices]]``); unset poll keys take the defaults.
+
+    ``transport = "tcp"`` needs ``host`` (and ``port``); ``transport = "rtu"`` needs
+    ``serial`` (the serial device path) and ``line`` (devices sharing a line name share the
+    bus, polled one transaction at a time). ``timestamp = "device"`` stamps readings with the
+    instrument's own clock instead of the gateway's.
+    """
+
+    site_id: Identifier
+    device_id: Identifier
+    profile: str | None = None  # None: the profile named in the site registry
+    unit_id: int = Field(1, ge=1, le=247)
+    transport: Literal["tcp", "rtu"] = "tcp"
+    host: str | None = None
+    port: int = Field(502, ge=1, le=65535)
+    serial: str | None = None
+    baudrate: int = Field(9600, ge=300, le=921600)
+    line: str | None = None
+    poll_interval_s: float | None = Field(None, gt=0)
+    timeout_s: float | None = Field(None, gt=0)
+    retries: int | None = Field(None, ge=0, le=10)
+    timestamp: Literal["gateway", "device"] = "gateway"
+
+    @model_validator(mode="after")
+    def _transport_details(self) -> GatewayDevice:
+        if self.transport == "tcp" and not self.host:
+            raise ValueError("key 'host': required when transport = 'tcp'")
+        if self.transport == "rtu" and not self.serial:
+            raise ValueError("key 'serial': required when transport = 'rtu'")
+        return self
+
+
+class SpoolSettings(_Section):
+    """The gateway's on-disk queue (SQLite, WAL mode); see docs/gateway.md for guarantees."""
+
+    path: Path = Path("gateway-spool.sqlite")
+    max_rows: int = Field(1_000_000, ge=100)
+    fsync: Literal["full", "normal"] = "full"  # full: survives power loss; normal: SIGKILL
+
+
+class GatewaySettings(_Section):
+    """``[gateway]``: identity, spool, publishing window, poll defaults and devices."""
+
+    id: Identifier | None = None  # required by `weijian gateway run`
+    spool: SpoolSettings = SpoolSettings()
+    status_interval_s: float = Field(30.0, gt=0)
+    max_inflight: int = Field(1000, ge=1, le=65535)
+    drain_timeout_s: float = Field(10.0, ge=0)
+    poll_interval_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(1.0, gt=0)
+    retries: int = Field(1, ge=0, le=10)
+    backoff_max_s: float = Field(300.0, gt=0)
+    frame_gap_s: float = Field(0.03, ge=0)  # RS-485 inter-frame silence after each answer
+    devices: list[GatewayDevice] = []
+
+
+class GrafanaSettings(_Section):
+    """``[grafana]``: where ``dashboards push`` sends, and how Grafana reaches the stores.
+
+    ``influx_url`` and ``tasks_url`` are the addresses *Grafana* uses, which differ from
+    ours when Grafana runs in a container; unset, they default to ``[influx] url`` and
+    ``[tasks] url``.
+    """
+
+    url: str = "http://127.0.0.1:3000"
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    org_id: int = Field(1, ge=1)
+    folder_uid: str = Field("weijian", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    folder_title: str = "卫监在线监测"
+    influx_url: str | None = None
+    tasks_url: str | None = None
+    expected_interval_s: float = Field(60.0, gt=0)
+    silent_after_min: int = Field(15, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class IngestSettings(_Section):
+    """``[ingest]``: MQTT session, batching, spool, quarantine, dedup, metrics; see docs/ingest.md."""
+
+    client_id: str = Field("weijian-ingest-1", min_length=1, max_length=128)
+    shared_group: Identifier = "ingest"
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0)  # broker keeps the session this long
+    receive_maximum: int = Field(20_000, ge=1, le=65535)  # unacked messages the broker may send
+    batch_size: int = Field(5000, ge=1)
+    batch_interval_s: float = Field(0.2, gt=0)
+    write_retries: int = Field(3, ge=0, le=20)
+    backoff_max_s: float = Field(30.0, gt=0)
+    spool_path: Path = Path("ingest-spool.sqlite")
+    spool_max_points: int = Field(5_000_000, ge=1000)
+    quarantine_path: Path = Path("ingest-quarantine.sqlite")
+    dedup_path: Path = Path("ingest-dedup.sqlite")
+    dedup_window: int = Field(100_000, ge=100)  # seqs remembered per gateway
+    alerts_inbox_size: int = Field(10_000, ge=1)
+    alerts_events_size: int = Field(1000, ge=1)
+    alerts: bool = True
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(9108, ge=0, le=65535)  # None: no HTTP endpoint
+    drain_timeout_s: float = Field(10.0, ge=0)
+
+
+class AlertRoute(_Section):
+    """``[[alerts.routes]]``: a node of the notification routing tree.
+
+    The deepest matching node wins (children before their parent, siblings in order); unset
+    match keys match everything.
+    """
+
+    district: str | None = None
+    kind: str | None = None
+    min_severity: Severity = Severity.WARNING  # advisory (info) alerts page nobody by default
+    channels: list[Literal["sms", "wecom", "dingtalk"]] = ["sms"]
+    phones: list[str] = []  # extra SMS recipients, besides the escalation level's contacts
+    routes: list[AlertRoute] = []
+
+
+class AlertTeam(_Section):
+    """``[[alerts.teams]]``: a supervision team's API bearer token and the districts it sees."""
+
+    name: str = Field(min_length=1)
+    token: SecretStr
+    districts: list[Identifier] = Field(min_length=1)
+
+
+class AlertsSettings(_Section):
+    """``[alerts]``: rule evaluation, escalation, inspection tasks, notifications and the API.
+
+    See docs/alerts.md for every key.
+    """
+
+    rules_dir: Path | None = None  # None: the packs shipped in alerts/rules
+    tick_s: float = Field(15.0, gt=0)  # wall seconds between clock ticks
+    late_after_s: float = Field(300.0, ge=0)  # a reading older than this on arrival is late
+    repeat_interval_min: float = Field(240.0, gt=0)
+    escalate_after_min: list[float] = [30.0, 60.0]  # unacknowledged: level 2, then level 3
+    notify_resolved: bool = False
+    min_task_severity: Severity = Severity.WARNING
+    sla_h: dict[Severity, float] = {Severity.CRITICAL: 2.0, Severity.WARNING: 24.0, Severity.INFO: 72.0}
+    routes: list[AlertRoute] = [AlertRoute()]
+    teams: list[AlertTeam] = []
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8090, ge=1, le=65535)
+    wecom_url: str | None = None
+    dingtalk_url: str | None = None
+    dingtalk_secret: SecretStr | None = None
+    outbox_poll_s: float = Field(1.0, gt=0)
+    outbox_concurrency: int = Field(8, ge=1, le=256)
+    retry_initial_s: float = Field(1.0, gt=0)
+    retry_max_s: float = Field(300.0, gt=0)
+    retry_jitter: float = Field(0.2, ge=0, le=1)
+    max_attempts: int = Field(0, ge=0)  # 0: retry until delivered
+    rate_per_recipient_per_h: int = Field(20, ge=1)
+    db_timeout_s: float = Field(10.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """All of weijian's settings; sections default so a program needs only what it uses."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    influx: InfluxSettings = InfluxSettings()
+    registry: RegistrySettings = RegistrySettings()
+    tasks: TasksSettings = TasksSettings()
+    sms: SmsSettings = SmsSettings()
+    clock: ClockSettings = ClockSettings()
+    alerts: AlertsSettings = AlertsSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    ingest: IngestSettings = IngestSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then the TOML passed in; the first source wins, merged deeply."""
+        return (env_settings, init_settings)
+
+
+_PATH_KEYS = ("path", "tls_ca", "tls_cert", "tls_key")
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make relative file paths in the file relative to the file's folder, as users expect.
+
+    Applies to every key named ``path``, ``*_path``, ``*_dir`` or ``tls_*`` at any depth.
+    """
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _resolve_paths(value, base)
+        elif (
+            isinstance(value, str)
+            and (key in _PATH_KEYS or key.endswith(("_path", "_dir")))
+            and not Path(value).is_absolute()
+        ):
+            data[key] = str(base / value)
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read the TOML file (if given) and apply environment overrides.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not TOML, or a key is unknown or
+            invalid; the message names the file (or the environment variable) and the key.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_toml(path, ConfigError, "configuration file")
+        _resolve_paths(data, path.resolve().parent)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        overridden = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX))
+        error = ConfigError.from_validation(path, exc)
+        if overridden:
+            error = ConfigError(f"{error} (environment overrides in effect: {', '.join(overridden)})")
+        raise error from exc

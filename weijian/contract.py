@@ -1,0 +1,472 @@
+"""The weijian wire contract v1: identifiers, metric catalogue, MQTT topics and payloads.
+
+This module is the one place that spells a topic, a JSON key or a unit. The gateway
+serialises with it, ingest parses with it, and the simulators' tests assert with it.
+The authoritative text is ``docs/contract.md`` (which agrees with the shared CONTRACT.md).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Container, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Final
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "CATALOGUE",
+    "DEFAULT_TOPIC_ROOT",
+    "FUTURE_TOLERANCE",
+    "MAX_PAYLOAD_BYTES",
+    "AlertEvent",
+    "AlertState",
+    "Flag",
+    "GatewayState",
+    "GatewayStatus",
+    "Identifier",
+    "Kind",
+    "MetricValue",
+    "Reading",
+    "RejectReason",
+    "Rejection",
+    "alert_topic",
+    "check_identifier",
+    "check_reading",
+    "decode_reading",
+    "encode_reading",
+    "is_identifier",
+    "offline_status",
+    "parse_reading_topic",
+    "reading_subscription",
+    "reading_topic",
+    "status_payload",
+    "status_topic",
+    "unit_of",
+    "validate_topic_root",
+]
+
+DEFAULT_TOPIC_ROOT: Final = "weijian/v1"
+MAX_PAYLOAD_BYTES: Final = 64 * 1024
+FUTURE_TOLERANCE: Final = timedelta(minutes=5)
+
+_IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+class Kind(StrEnum):
+    """A monitored kind of site; also the InfluxDB measurement of its readings."""
+
+    DRINKING_WATER = "drinking_water"
+    SWIMMING_POOL = "swimming_pool"
+    MEDICAL_WASTE = "medical_waste"
+    COLD_CHAIN = "cold_chain"
+
+
+class Flag(StrEnum):
+    """HJ 212-2017 data flags (Table 8). Rules judge only ``N`` values."""
+
+    NORMAL = "N"  # instrument working normally
+    STOPPED = "F"  # instrument stopped (停运)
+    MAINTENANCE = "M"  # produced during maintenance
+    MANUAL = "S"  # manually entered set value
+    DEVICE_FAULT = "D"  # instrument fault
+    CALIBRATION = "C"  # instrument in calibration
+    OVER_RANGE = "T"  # above the instrument's upper measurement limit
+    COMM_FAILURE = "B"  # communication failure between instrument and data logger
+
+
+# Canonical metrics per kind and their fixed units (CONTRACT.md, "Monitored kinds").
+CATALOGUE: Final[Mapping[Kind, Mapping[str, str]]] = {
+    Kind.DRINKING_WATER: {
+        "free_chlorine": "mg/L",
+        "total_chlorine": "mg/L",
+        "turbidity": "NTU",
+        "ph": "pH",
+        "conductivity": "uS/cm",
+        "temperature": "degC",
+    },
+    Kind.SWIMMING_POOL: {
+        "free_chlorine": "mg/L",
+        "combined_chlorine": "mg/L",
+        "ph": "pH",
+        "turbidity": "NTU",
+        "orp": "mV",
+        "temperature": "degC",
+        "urea": "mg/L",
+        "cyanuric_acid": "mg/L",
+    },
+    Kind.MEDICAL_WASTE: {
+        "temperature": "degC",
+        "humidity": "%RH",
+        "door_open": "0/1",
+        "weight": "kg",
+    },
+    Kind.COLD_CHAIN: {
+        "temperature": "degC",
+        "door_open": "0/1",
+        "power_ok": "0/1",
+        "humidity": "%RH",
+    },
+}
+
+
+def unit_of(kind: Kind, metric: str) -> str | None:
+    """Return the fixed unit of ``metric`` for ``kind``, or None if the kind has no such metric."""
+    return CATALOGUE[kind].get(metric)
+
+
+def is_identifier(value: str) -> bool:
+    """Tell whether ``value`` is a valid site, device, gateway or district identifier."""
+    return _IDENTIFIER.fullmatch(value) is not None
+
+
+def check_identifier(value: str) -> str:
+    """Return ``value`` if it is a valid identifier, else raise a pydantic-compatible error."""
+    if not isinstance(value, str) or not is_identifier(value):
+        raise PydanticCustomError(
+            "bad_identifier",
+            "must be 1-64 characters of [a-z0-9_-] starting with a letter or digit, got '{value}'",
+            {"value": value},
+        )
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(check_identifier)]
+
+
+class RejectReason(StrEnum):
+    """Why ingest refused a message; every rejected message is quarantined with one of these."""
+
+    TOO_LARGE = "too_large"
+    INVALID_UTF8 = "invalid_utf8"
+    MALFORMED_JSON = "malformed_json"
+    BAD_TOPIC = "bad_topic"
+    BAD_IDENTIFIER = "bad_identifier"
+    UNKNOWN_KIND = "unknown_kind"
+    UNKNOWN_METRIC = "unknown_metric"
+    WRONG_UNIT = "wrong_unit"
+    MISSING_FIELD = "missing_field"
+    UNEXPECTED_FIELD = "unexpected_field"
+    WRONG_TYPE = "wrong_type"
+    NON_FINITE = "non_finite"
+    NULL_VALUE = "null_value"
+    NAIVE_TIMESTAMP = "naive_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    TOPIC_MISMATCH = "topic_mismatch"
+    UNKNOWN_DEVICE = "unknown_device"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message that does not satisfy the contract.
+
+    Attributes:
+        reason: the closed-set reason, used for counting.
+        field: dotted path of the offending field (``metrics.ph.unit``), ``topic`` or ``payload``.
+        detail: a human-readable sentence naming what is wrong.
+    """
+
+    reason: RejectReason
+    field: str
+    detail: str
+
+
+class MetricValue(BaseModel):
+    """One measured value with its unit and HJ 212 data flag."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    value: float | None
+    unit: str
+    flag: Flag = Flag.NORMAL
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise PydanticCustomError("non_finite", "NaN and infinities are invalid")
+        return value
+
+    @model_validator(mode="after")
+    def _null_only_when_flagged(self) -> MetricValue:
+        if self.value is None and self.flag is Flag.NORMAL:
+            raise PydanticCustomError(
+                "null_value", "value may be null only when the flag is not N"
+            )
+        return self
+
+
+class Reading(BaseModel):
+    """One sample of one device: the payload of ``{root}/{site_id}/{device_id}/reading``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    site_id: Identifier
+    device_id: Identifier
+    gateway_id: Identifier
+    kind: Kind
+    ts: AwareDatetime
+    seq: int = Field(ge=0)
+    metrics: dict[str, MetricValue] = Field(min_length=1)
+
+    @field_validator("ts")
+    @classmethod
+    def _to_utc(cls, ts: datetime) -> datetime:
+        return ts.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _metrics_in_catalogue(self) -> Reading:
+        known = CATALOGUE[self.kind]
+        for name, metric in self.metrics.items():
+            unit = known.get(name)
+            if unit is None:
+                raise PydanticCustomError(
+                    "unknown_metric",
+                    "metrics.{name}: '{name}' is not a metric of kind {kind}",
+                    {"name": name, "kind": self.kind.value},
+                )
+            if metric.unit != unit:
+                raise PydanticCustomError(
+                    "wrong_unit",
+                    "metrics.{name}.unit: expected '{want}', got '{got}'",
+                    {"name": name, "want": unit, "got": metric.unit},
+                )
+        return self
+
+    @field_serializer("ts")
+    def _ts_rfc3339(self, ts: datetime) -> str:
+        return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class GatewayState(StrEnum):
+    """What a gateway's retained status topic says."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class GatewayStatus(BaseModel):
+    """Retained payload of ``{root}/gateways/{gateway_id}/status``; health keys are extra."""
+
+    model_config = ConfigDict(extra="allow")
+
+    gateway_id: Identifier
+    state: GatewayState
+    ts: AwareDatetime
+
+
+class AlertState(StrEnum):
+    """Lifecycle of an alert."""
+
+    PENDING = "pending"
+    FIRING = "firing"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class AlertEvent(BaseModel):
+    """A state change of one alert: published on ``{root}/alerts/{site_id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alert_id: str = Field(min_length=1, max_length=128)
+    site_id: Identifier
+    device_id: Identifier
+    kind: Kind
+    district: Identifier
+    rule: str = Field(min_length=1, max_length=128)
+    severity: str = Field(min_length=1, max_length=32)
+    state: AlertState
+    value: float | None = None
+    threshold: float | None = None
+    message: str
+    ts: AwareDatetime
+    late: bool = False
+
+
+# --- topics ----------------------------------------------------------------------------
+
+
+def validate_topic_root(root: str) -> str:
+    """Return ``root`` if it can prefix weijian topics, else raise ValueError naming why."""
+    if not root or root.startswith("/") or root.endswith("/") or "//" in root:
+        raise ValueError(f"topic root {root!r} must be non-empty levels separated by single '/'")
+    if any(c in root for c in "+#\0") or root.startswith("$"):
+        raise ValueError(f"topic root {root!r} must not contain '+', '#', NUL or start with '$'")
+    return root
+
+
+def reading_topic(root: str, site_id: str, device_id: str) -> str:
+    """Build the topic a device's readings are published on."""
+    return f"{root}/{check_identifier(site_id)}/{check_identifier(device_id)}/reading"
+
+
+def reading_subscription(root: str) -> str:
+    """The MQTT filter that matches every reading topic under ``root``."""
+    return f"{root}/+/+/reading"
+
+
+def status_topic(root: str, gateway_id: str) -> str:
+    """Build a gateway's retained status topic."""
+    return f"{root}/gateways/{check_identifier(gateway_id)}/status"
+
+
+def alert_topic(root: str, site_id: str) -> str:
+    """Build the topic a site's alert events are published on."""
+    return f"{root}/alerts/{check_identifier(site_id)}"
+
+
+def parse_reading_topic(root: str, topic: str) -> tuple[str, str] | Rejection:
+    """Split a reading topic into ``(site_id, device_id)``, or say why it is not one."""
+    prefix = root + "/"
+    if not topic.startswith(prefix) or not topic.endswith("/reading"):
+        return Rejection(RejectReason.BAD_TOPIC, "topic", f"{topic!r} is not {root}/+/+/reading")
+    parts = topic[len(prefix) : -len("/reading")].split("/")
+    if len(parts) != 2:
+        return Rejection(RejectReason.BAD_TOPIC, "topic", f"{topic!r} is not {root}/+/+/reading")
+    for name, value in zip(("site_id", "device_id"), parts, strict=True):
+        if not is_identifier(value):
+            return Rejection(
+                RejectReason.BAD_IDENTIFIER, f"topic.{name}", f"{value!r} is not a valid identifier"
+            )
+    return parts[0], parts[1]
+
+
+# --- payloads --------------------------------------------------------------------------
+
+
+def encode_reading(reading: Reading) -> bytes:
+    """Serialise a Reading to its UTF-8 JSON payload."""
+    return reading.model_dump_json().encode()
+
+
+# pydantic error types -> our reasons; custom errors raised above already carry our names.
+_ERROR_REASONS: Final[Mapping[str, RejectReason]] = {
+    "json_invalid": RejectReason.MALFORMED_JSON,
+    "json_type": RejectReason.MALFORMED_JSON,
+    "missing": RejectReason.MISSING_FIELD,
+    "extra_forbidden": RejectReason.UNEXPECTED_FIELD,
+    "enum": RejectReason.UNKNOWN_KIND,
+    "finite_number": RejectReason.NON_FINITE,
+    "timezone_aware": RejectReason.NAIVE_TIMESTAMP,
+    "too_short": RejectReason.MISSING_FIELD,
+}
+
+
+def _rejection_from(exc: ValidationError) -> Rejection:
+    error = exc.errors(include_url=False)[0]
+    path = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    try:
+        reason = RejectReason(kind)
+    except ValueError:
+        reason = _ERROR_REASONS.get(kind, RejectReason.WRONG_TYPE)
+    if reason is RejectReason.UNKNOWN_KIND and path != "kind":
+        reason = RejectReason.WRONG_TYPE  # an enum other than kind: the flag
+    msg = error["msg"]
+    if kind in ("unknown_metric", "wrong_unit"):
+        path, _, msg = msg.partition(": ")  # the model validator names the metric itself
+    elif reason is RejectReason.NULL_VALUE:
+        path += ".value"
+    return Rejection(reason, path or "payload", f"{path or 'payload'}: {msg}")
+
+
+def decode_reading(
+    topic: str,
+    payload: bytes,
+    *,
+    now: datetime,
+    root: str = DEFAULT_TOPIC_ROOT,
+    known_devices: Container[tuple[str, str]] | None = None,
+) -> Reading | Rejection:
+    """Parse and check one reading message against the contract.
+
+    Args:
+        topic: the MQTT topic it arrived on.
+        payload: the raw message body.
+        now: the receiver's clock, for the 5-minute future limit.
+        root: the topic root in use.
+        known_devices: ``(site_id, device_id)`` pairs in the site registry; None skips the check.
+
+    Returns:
+        The Reading, or a Rejection naming the reason and the field. Never raises for bad input.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return Rejection(
+            RejectReason.TOO_LARGE,
+            "payload",
+            f"payload is {len(payload)} bytes, more than {MAX_PAYLOAD_BYTES}",
+        )
+    where = parse_reading_topic(root, topic)
+    if isinstance(where, Rejection):
+        return where
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection(RejectReason.INVALID_UTF8, "payload", f"payload is not UTF-8: {exc}")
+    try:
+        reading = Reading.model_validate_json(payload)
+    except ValidationError as exc:
+        return _rejection_from(exc)
+    return check_reading(reading, where, now=now, known_devices=known_devices)
+
+
+def check_reading(
+    reading: Reading,
+    where: tuple[str, str],
+    *,
+    now: datetime,
+    known_devices: Container[tuple[str, str]] | None = None,
+) -> Reading | Rejection:
+    """Apply the checks that need context: topic agreement, clock, site registry."""
+    site_id, device_id = where
+    if reading.site_id != site_id:
+        return Rejection(
+            RejectReason.TOPIC_MISMATCH,
+            "site_id",
+            f"site_id: payload says {reading.site_id!r}, topic says {site_id!r}",
+        )
+    if reading.device_id != device_id:
+        return Rejection(
+            RejectReason.TOPIC_MISMATCH,
+            "device_id",
+            f"device_id: payload says {reading.device_id!r}, topic says {device_id!r}",
+        )
+    if reading.ts > now + FUTURE_TOLERANCE:
+        return Rejection(
+            RejectReason.FUTURE_TIMESTAMP,
+            "ts",
+            f"ts: {reading.ts.isoformat()} is more than 5 minutes after {now.isoformat()}",
+        )
+    if known_devices is not None and where not in known_devices:
+        return Rejection(
+            RejectReason.UNKNOWN_DEVICE,
+            "device_id",
+            f"device_id: {site_id}/{device_id} is not in the site registry",
+        )
+    return reading
+
+
+def status_payload(status: GatewayStatus) -> bytes:
+    """Serialise a gateway status (with its extra health keys) to JSON."""
+    return status.model_dump_json().encode()
+
+
+def offline_status(gateway_id: str, ts: datetime) -> GatewayStatus:
+    """The status a gateway registers as its last will."""
+    return GatewayStatus(gateway_id=gateway_id, state=GatewayState.OFFLINE, ts=ts)
