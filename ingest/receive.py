@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
+import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -32,6 +35,7 @@ __all__ = ["MqttIntake", "MqttLost"]
 log = logging.getLogger(__name__)
 
 _MAX_READS_PER_WAKEUP = 512  # paho reads one packet per loop_read(); take a burst per wake-up
+_PUBACK = struct.Struct("!BBH")
 
 
 def _retrieve(fut: asyncio.Future[None]) -> None:
@@ -66,6 +70,78 @@ class _BufferedClient(mqtt.Client):
     def has_buffered(self) -> bool:
         """Whether bytes already read from the socket wait to be parsed."""
         return self._rpos < len(self._rdata)
+
+    def take_publishes(self, sink: Callable[[bytes, bytes, int, int], None]) -> int:
+        """Parse the complete QoS 0/1 PUBLISH packets at the head of the read buffer.
+
+        paho builds an ``MQTTMessage``, an MQTT v5 ``Properties`` object (and clears it) and
+        looks up topic callbacks for every PUBLISH: about 20 us a message, half of ingest's
+        budget. This reads the fixed header, topic, packet id and payload straight from the
+        buffer and skips the properties (ingest needs none of them, and asks for no topic
+        aliases). Anything else (another packet type, QoS 2, a packet cut by the end of the
+        buffer, an inconsistent length) stops it, and paho's own reader takes over from that
+        byte, so paho still sees every CONNACK, SUBACK, PUBACK, PINGRESP and DISCONNECT.
+
+        Args:
+            sink: called as ``sink(topic, payload, packet_id, qos)`` for each message.
+
+        Returns:
+            How many messages were taken.
+        """
+        if self._in_packet["command"]:
+            return 0  # paho is part-way through a packet
+        data, pos, end = self._rdata, self._rpos, len(self._rdata)
+        taken = 0
+        while pos < end:
+            header = data[pos]
+            qos = (header >> 1) & 3
+            if header >> 4 != 3 or qos > 1:
+                break
+            i, length, shift = pos + 1, 0, 0
+            while i < end and shift <= 21:  # the remaining length: at most 4 bytes
+                byte = data[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+            else:
+                break  # cut short, or malformed
+            stop = i + length
+            if stop > end or length < 2:
+                break
+            t = i + 2 + ((data[i] << 8) | data[i + 1])
+            topic = data[i + 2 : t]
+            mid = 0
+            if qos:
+                mid = (data[t] << 8) | data[t + 1] if t + 2 <= stop else -1
+                t += 2
+            plen, shift = 0, 0
+            while t < stop and shift <= 21:  # MQTT v5 property length, then the properties
+                byte = data[t]
+                t += 1
+                plen |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+            else:
+                break
+            t += plen
+            if t > stop or mid < 0:
+                break  # lengths that do not add up: paho reports the protocol error
+            sink(topic, data[t:stop], mid, qos)
+            pos = stop
+            taken += 1
+        if taken:
+            self._rpos = pos
+            self._last_bytes_received = time.monotonic()  # what paho's keepalive check reads
+        return taken
+
+    def ack_many(self, mids: list[int]) -> None:
+        """Send the PUBACKs of ``mids`` in one write instead of one packet (and syscall) each."""
+        if mids:
+            packet = b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids])
+            self._packet_queue(0x40, packet, 0, 0)
 
 
 class MqttLost(Exception):
@@ -145,6 +221,16 @@ class MqttIntake:
         else:
             self._subscribed.set_result(None)
 
+    def _take(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+        self._received += 1
+        try:
+            name = topic.decode()
+        except UnicodeDecodeError:  # the broker checks UTF-8 topics; be safe anyway
+            name = topic.decode("utf-8", "replace")
+        self._pending.append(Incoming(name, payload, mid, qos))
+        if len(self._pending) >= self._ingest.batch_size:
+            self._have_batch.set()
+
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._received += 1
         try:
@@ -163,9 +249,11 @@ class MqttIntake:
     # --- socket plumbing ----------------------------------------------------------------
 
     def _readable(self) -> None:
+        client = self._client
         for _ in range(_MAX_READS_PER_WAKEUP):
             before = self._received
-            rc = self._client.loop_read()
+            client.take_publishes(self._take)  # the fast path for what is already buffered
+            rc = client.loop_read()  # one packet through paho, refilling the buffer if empty
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
             if self._received == before and not self._client.has_buffered:
@@ -266,10 +354,10 @@ class MqttIntake:
 
     def ack(self, messages: list[Incoming]) -> None:
         """Acknowledge messages that are now stored or quarantined (QoS 0 needs none)."""
-        ack = self._client.ack
+        self._client.ack_many([m.mid for m in messages if m.qos == 1])
         for message in messages:
-            if message.qos:
-                ack(message.mid, message.qos)
+            if message.qos == 2:  # never subscribed for, but answer it properly if it comes
+                self._client.ack(message.mid, 2)
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK.
