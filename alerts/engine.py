@@ -47,6 +47,12 @@ __all__ = [
 ]
 
 _FAULT_FLAGS: Final = frozenset({Flag.DEVICE_FAULT, Flag.COMM_FAILURE})
+# Enum members as module constants: the per-reading loop compares against them many times.
+_NORMAL: Final = Flag.NORMAL
+_COMM_FAILURE: Final = Flag.COMM_FAILURE
+_RANGE: Final = RuleType.RANGE
+_DATA_INTERRUPTION: Final = RuleType.DATA_INTERRUPTION
+_DEVICE_FAULT: Final = RuleType.DEVICE_FAULT
 
 # The alert a gateway going offline raises instead of one data interruption per device
 # (inhibition, as Alertmanager's inhibit rules do).
@@ -327,8 +333,10 @@ class _Step:
         """Advance one (device, rule) alert given whether its condition holds at ``at``."""
         key = (dev.site_id, dev.device_id, rule.id)
         alert = self.state.alerts.get(key)
-        hold = timedelta(minutes=rule.for_min) if hold is None else hold
+        if alert is None and not bad:
+            return  # the common case: nothing open, nothing wrong
         if bad:
+            hold = timedelta(minutes=rule.for_min) if hold is None else hold
             if alert is None:
                 began = since or at
                 alert = Alert(
@@ -386,40 +394,61 @@ class _Step:
         if seen is not None and ts <= seen:
             return  # a duplicate or out-of-order copy: already judged
         late = self.now - ts > self.config.late_after
-        has_data = any(m.flag is not Flag.COMM_FAILURE for m in reading.metrics.values())
+        metrics = reading.metrics
+        has_data = False
+        for m in metrics.values():
+            if m.flag is not _COMM_FAILURE:
+                has_data = True
+                break
         if has_data:
             self.state.last_seen[where] = ts
+        alerts = self.state.alerts
         for rule in dev.rules:
+            if rule.type is _RANGE:
+                # The hot path, inlined: a normal value inside the band with no alert open.
+                metric = metrics.get(rule.metric)  # type: ignore[arg-type]
+                if metric is None or metric.flag is not _NORMAL or metric.value is None:
+                    continue  # threshold rules judge only N values (HJ 212-2017 Table 8)
+                v, lo, hi = metric.value, rule.min, rule.max
+                if (lo is None or v >= lo) and (hi is None or v <= hi) and (
+                    (dev.site_id, dev.device_id, rule.id) not in alerts
+                ):
+                    continue
             self.apply_rule(dev, rule, reading, late, has_data)
 
     def apply_rule(self, dev: DeviceInfo, rule: Rule, reading: Reading, late: bool, has_data: bool) -> None:
         ts = reading.ts
-        if rule.type is RuleType.DATA_INTERRUPTION:
+        kind = rule.type
+        if kind is _DATA_INTERRUPTION:
             alert = self.state.alerts.get((dev.site_id, dev.device_id, rule.id))
             if alert is not None and has_data:
                 self.resolve(alert, ts, late)
             return
-        if rule.type is RuleType.DEVICE_FAULT:
-            metrics = [m for name, m in reading.metrics.items() if rule.metric in (None, name)]
-            if not metrics:
-                return
-            faulty = any(m.flag in _FAULT_FLAGS for m in metrics)
-            self.judge(dev, rule, bad=faulty, clear=not faulty, at=ts, value=None, late=late)
+        if kind is _DEVICE_FAULT:
+            judged = faulty = False
+            for name, m in reading.metrics.items():
+                if rule.metric is None or rule.metric == name:
+                    judged = True
+                    if m.flag in _FAULT_FLAGS:
+                        faulty = True
+                        break
+            if judged:
+                self.judge(dev, rule, bad=faulty, clear=not faulty, at=ts, value=None, late=late)
             return
-        metric = reading.metrics.get(_METRIC.get(rule.type, rule.metric or ""))
-        if metric is None or metric.flag is not Flag.NORMAL or metric.value is None:
+        metric = reading.metrics.get(_METRIC.get(kind, rule.metric or ""))
+        if metric is None or metric.flag is not _NORMAL or metric.value is None:
             return  # threshold rules judge only N values (HJ 212-2017 Table 8)
         v = metric.value
-        if rule.type is RuleType.RANGE:
+        if kind is _RANGE:
             bad = (rule.min is not None and v < rule.min) or (rule.max is not None and v > rule.max)
             lo, hi = rule.clear_low, rule.clear_high
             clear = (lo is None or v >= lo) and (hi is None or v <= hi)
             self.judge(dev, rule, bad=bad, clear=clear, at=ts, value=v, late=late)
-        elif rule.type is RuleType.DOOR_OPEN:
+        elif kind is RuleType.DOOR_OPEN:
             self.judge(dev, rule, bad=v >= 0.5, clear=v < 0.5, at=ts, value=v, late=late)
-        elif rule.type is RuleType.POWER_LOST:
+        elif kind is RuleType.POWER_LOST:
             self.judge(dev, rule, bad=v < 0.5, clear=v >= 0.5, at=ts, value=v, late=late)
-        elif rule.type is RuleType.RATE_OF_CHANGE:
+        elif kind is RuleType.RATE_OF_CHANGE:
             key = (dev.site_id, dev.device_id, rule.id)
             ref = self.state.rate_ref.get(key)
             if ref is None or ts - ref[0] >= timedelta(minutes=rule.per_min * 2):
@@ -432,7 +461,7 @@ class _Step:
             self.state.rate_ref[key] = (ts, v)
             bad = change > rule.max_change
             self.judge(dev, rule, bad=bad, clear=not bad, at=ts, value=change, late=late)
-        elif rule.type is RuleType.NOT_EMPTIED:
+        elif kind is RuleType.NOT_EMPTIED:
             assert rule.near_empty_kg is not None and rule.window_h is not None
             key = (dev.site_id, dev.device_id, rule.id)
             if v <= rule.near_empty_kg:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -47,6 +47,15 @@ __all__ = ["AlertService", "build_engine_config", "new_silence"]
 log = logging.getLogger(__name__)
 
 _OVERDUE_LEVEL: Final = 3  # overdue tasks go to the district's supervisors
+_CONSUME_BATCH: Final = 1000  # inbox items stepped per database transaction
+
+
+def _identity(event: Event) -> str:
+    if isinstance(event, Reading):
+        return f"reading {event.gateway_id}#{event.seq} {event.site_id}/{event.device_id}"
+    if isinstance(event, GatewayStatus):
+        return f"status {event.gateway_id}"
+    return type(event).__name__
 
 
 def build_engine_config(settings: Settings, registry: Registry) -> tuple[EngineConfig, Dispatch]:
@@ -117,11 +126,27 @@ class AlertService:
 
     async def handle(self, event: Event, events: asyncio.Queue[AlertEvent] | None = None) -> list[Transition]:
         """Step the engine with one event, persist the outcome, and emit alert events."""
+        return await self.handle_batch([event], events)
+
+    async def handle_batch(
+        self, batch: Sequence[Event], events: asyncio.Queue[AlertEvent] | None = None
+    ) -> list[Transition]:
+        """Step the engine with each event in order, then persist all outcomes in one transaction.
+
+        An event the engine fails on is logged with its identity and skipped; the others count.
+        """
         now = self.now()
-        _, transitions = step(self.state, event, now)
+        transitions: list[Transition] = []
+        for event in batch:
+            try:
+                _, out = step(self.state, event, now)
+            except Exception:
+                log.exception("alerts.item_failed", extra={"item": _identity(event)})
+                continue
+            transitions.extend(out)
         if not transitions:
             return []
-        p = plan(self.dispatch, list(transitions))
+        p = plan(self.dispatch, transitions)
         await asyncio.to_thread(self.store.record, p.alerts, p.tasks, p.outbox, p.audits, now)
         if p.outbox:
             self.worker.wake.set()
@@ -132,7 +157,7 @@ class AlertService:
         if events is not None:
             for ev in p.events:
                 await events.put(ev)
-        return list(transitions)
+        return transitions
 
     async def tick(self, events: asyncio.Queue[AlertEvent] | None = None) -> None:
         """Clock work: acknowledgements, repeats, escalations, interruptions, overdue tasks.
@@ -176,15 +201,18 @@ class AlertService:
     async def _consume(self, inbox: asyncio.Queue[Reading | GatewayStatus],
                        events: asyncio.Queue[AlertEvent]) -> None:
         while True:
-            item = await inbox.get()
+            batch = [await inbox.get()]  # then whatever else is waiting: one transaction for all
+            while len(batch) < _CONSUME_BATCH and not inbox.empty():
+                batch.append(inbox.get_nowait())
             try:
-                self.readings += 1
-                await self.handle(item, events)
+                self.readings += len(batch)
+                await self.handle_batch(batch, events)
             except Exception:
-                # One bad item must not stop alerting: log it with its identity and go on.
-                log.exception("alerts.item_failed", extra={"item": type(item).__name__})
+                # The database failed: log it and go on; alerting must not stop.
+                log.exception("alerts.batch_failed", extra={"items": len(batch)})
             finally:
-                inbox.task_done()
+                for _ in batch:
+                    inbox.task_done()
 
     async def _ticker(self, events: asyncio.Queue[AlertEvent]) -> None:
         while True:

@@ -11,6 +11,10 @@ and for two ingest processes (``weijian ingest run``, one shared subscription):
   (their start-up, about 1-3 s, included) to the last point counted, ``per_second_steady``
   counts from the first point stored instead.
 
+With alerts, a run ends only when InfluxDB counts N points *and* every ingest process's
+``ingest_alerts_lag`` is 0 (the alert engine has judged every reading as well); the live
+rate is N over the time from the first publish to that moment.
+
 Readings are realistic: every metric of each registry device with its unit and flag. CPU is
 each ingest process's user + system time from ``/proc`` (the publisher, broker and InfluxDB
 are not counted); peak RSS is ``VmHWM``. Alerts are evaluated (``[ingest] alerts = true``,
@@ -196,6 +200,17 @@ class Ingest:
             time.sleep(0.1)
         raise SystemExit("ingest did not become healthy")
 
+    def metric(self, name: str) -> float:
+        """One unlabelled sample from the process's ``/metrics``."""
+        for line in httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+    def alerts_lag(self) -> int:
+        """Readings and statuses accepted but not yet judged by the alert engine."""
+        return int(self.metric("ingest_alerts_lag"))
+
     def stop(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
@@ -245,7 +260,14 @@ def run(
         if stored >= n:
             break
         time.sleep(0.1)
+    stored_at = time.monotonic()
+    # Stored is not enough: the run ends when the alert engine has also judged every reading.
+    lags = [ingest.alerts_lag() for ingest in ingests]
+    while alerts and any(lags) and time.monotonic() - started < timeout_s:
+        time.sleep(0.05)
+        lags = [ingest.alerts_lag() for ingest in ingests]
     ended = time.monotonic()
+    overflowed = sum(ingest.metric("ingest_alerts_overflowed") for ingest in ingests) if alerts else 0
     cpu = sum(cpu_seconds(i.proc.pid) - c for i, c in zip(ingests, cpu0, strict=True))  # type: ignore[union-attr]
     rss = max(peak_rss_mb(i.proc.pid) for i in ingests)  # type: ignore[union-attr]
     for ingest in ingests:
@@ -260,6 +282,9 @@ def run(
         "seconds": round(span, 2),
         "per_second": round(stored / span),
         "per_second_steady": round(stored / (ended - first)) if first and ended > first else None,
+        "alerts_lag_after_s": round(ended - stored_at, 2),  # judging the last readings after storing
+        "alerts_lag_left": sum(lags),  # items not judged when the run ended (must be 0)
+        "alerts_overflowed": overflowed,  # items that went through the durable backlog
         "cpu_s": round(cpu, 1),
         "cpu_ms_per_1000": round(cpu / max(stored, 1) * 1e6, 1),
         "peak_rss_mb": round(rss, 1),

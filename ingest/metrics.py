@@ -39,6 +39,11 @@ class IngestMetrics:
         self.consumer_lag = Gauge(
             "ingest_alerts_lag", "Items waiting for alerts (queue plus backlog)", registry=r
         )
+        self.alerts_overflowed = Gauge(
+            "ingest_alerts_overflowed",
+            "Items that found the alerts queue full and went through the durable backlog",
+            registry=r,
+        )
         self.seq_missing = Gauge("ingest_seq_missing", "Readings missing by seq", ["gateway_id"], registry=r)
         self.mqtt_connected = Gauge("ingest_mqtt_connected", "1 while connected to the broker", registry=r)
 

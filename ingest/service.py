@@ -99,6 +99,10 @@ class IngestService:
             alerts = _load_alerts(settings, registry)
         self._alerts = alerts
         self.handoff = AlertHandoff(self.spool, cfg.alerts_inbox_size) if alerts else None
+        if self.handoff is not None:
+            handoff = self.handoff  # read when scraped, so the figures are current when idle
+            self.metrics.consumer_lag.set_function(lambda: handoff.lag)
+            self.metrics.alerts_overflowed.set_function(lambda: handoff.overflowed)
         self.events: asyncio.Queue[AlertEvent] = asyncio.Queue(maxsize=cfg.alerts_events_size)
         self._intake: MqttIntake | None = None
         self.http_port: int | None = None
@@ -138,7 +142,6 @@ class IngestService:
                 m.seq_missing.labels(gateway).set(self.tracker.gateways[gateway].missing)
         if self.handoff is not None and (new or statuses):
             await self.handoff.offer([*new, *statuses])
-            m.consumer_lag.set(self.handoff.lag)
         intake.ack(batch)
         m.unacked.set(0)
 
