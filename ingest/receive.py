@@ -187,6 +187,11 @@ class MqttIntake:
         self._sock: socket.socket | None = None
         self._received = 0
         self._reading = False
+        # Read no further ahead than this: whatever the broker's in-flight limit (Receive
+        # Maximum is advisory to a broker configured with max_inflight_messages 0), at most two
+        # batches wait in memory.
+        self._max_pending = 2 * ingest.batch_size
+        self._paused = False
 
     # --- paho callbacks, all called in the loop thread ---------------------------------
 
@@ -249,8 +254,13 @@ class MqttIntake:
     # --- socket plumbing ----------------------------------------------------------------
 
     def _readable(self) -> None:
+        if self._paused or not self._reading:
+            return  # a call_soon() from before a pause
         client = self._client
         for _ in range(_MAX_READS_PER_WAKEUP):
+            if len(self._pending) >= self._max_pending:
+                self._pause()  # TCP backpressure: the broker's sends wait in the socket buffers
+                return
             before = self._received
             client.take_publishes(self._take)  # the fast path for what is already buffered
             rc = client.loop_read()  # one packet through paho, refilling the buffer if empty
@@ -260,6 +270,17 @@ class MqttIntake:
                 break
         if self._client.has_buffered:  # the socket will not wake us for bytes we already hold
             self._loop.call_soon(self._readable)
+
+    def _pause(self) -> None:
+        if self._sock is not None and not self._paused:
+            self._loop.remove_reader(self._sock)
+            self._paused = True
+
+    def _resume(self) -> None:
+        if self._paused and self._reading and self._sock is not None and len(self._pending) < self._max_pending:
+            self._paused = False
+            self._loop.add_reader(self._sock, self._readable)
+            self._loop.call_soon(self._readable)  # for bytes already read into the buffer
 
     def _writable(self) -> None:
         self._client.loop_write()
@@ -339,6 +360,7 @@ class MqttIntake:
             self.lost.result()  # raises MqttLost
         size = self._ingest.batch_size
         batch, self._pending = self._pending[:size], self._pending[size:]
+        self._resume()
         return batch
 
     def take_pending(self) -> list[Incoming]:
