@@ -7,7 +7,6 @@ The authoritative text is ``docs/contract.md`` (which agrees with the shared CON
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_serializer,
     field_validator,
@@ -139,13 +139,18 @@ def check_identifier(value: str) -> str:
     if not isinstance(value, str) or not is_identifier(value):
         raise PydanticCustomError(
             "bad_identifier",
-            "must be 1-64 characters of [a-z0-9_-] starting with a letter or digit, got '{value}'",
+            _IDENTIFIER_RULE + ", got '{value}'",
             {"value": value},
         )
     return value
 
 
 Identifier = Annotated[str, AfterValidator(check_identifier)]
+
+# The same rule checked inside pydantic-core (no Python call per field), for the models every
+# message goes through. Its error, ``string_pattern_mismatch``, becomes ``bad_identifier``.
+_WireIdentifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+_IDENTIFIER_RULE: Final = "must be 1-64 characters of [a-z0-9_-] starting with a letter or digit"
 
 
 class RejectReason(StrEnum):
@@ -191,24 +196,11 @@ class MetricValue(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    value: float | None
+    # Checked in pydantic-core (finite_number), no Python call per metric. That a null value
+    # needs a flag other than N is checked by Reading, once for all its metrics.
+    value: Annotated[float, Field(allow_inf_nan=False)] | None
     unit: str
     flag: Flag = Flag.NORMAL
-
-    @field_validator("value")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise PydanticCustomError("non_finite", "NaN and infinities are invalid")
-        return value
-
-    @model_validator(mode="after")
-    def _null_only_when_flagged(self) -> MetricValue:
-        if self.value is None and self.flag is Flag.NORMAL:
-            raise PydanticCustomError(
-                "null_value", "value may be null only when the flag is not N"
-            )
-        return self
 
 
 class Reading(BaseModel):
@@ -216,9 +208,9 @@ class Reading(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    site_id: Identifier
-    device_id: Identifier
-    gateway_id: Identifier
+    site_id: _WireIdentifier
+    device_id: _WireIdentifier
+    gateway_id: _WireIdentifier
     kind: Kind
     ts: AwareDatetime
     seq: int = Field(ge=0)
@@ -245,6 +237,12 @@ class Reading(BaseModel):
                     "wrong_unit",
                     "metrics.{name}.unit: expected '{want}', got '{got}'",
                     {"name": name, "want": unit, "got": metric.unit},
+                )
+            if metric.value is None and metric.flag is Flag.NORMAL:
+                raise PydanticCustomError(
+                    "null_value",
+                    "metrics.{name}.value: value may be null only when the flag is not N",
+                    {"name": name},
                 )
         return self
 
@@ -365,6 +363,7 @@ _ERROR_REASONS: Final[Mapping[str, RejectReason]] = {
     "finite_number": RejectReason.NON_FINITE,
     "timezone_aware": RejectReason.NAIVE_TIMESTAMP,
     "too_short": RejectReason.MISSING_FIELD,
+    "string_pattern_mismatch": RejectReason.BAD_IDENTIFIER,
 }
 
 
@@ -379,10 +378,10 @@ def _rejection_from(exc: ValidationError) -> Rejection:
     if reason is RejectReason.UNKNOWN_KIND and path != "kind":
         reason = RejectReason.WRONG_TYPE  # an enum other than kind: the flag
     msg = error["msg"]
-    if kind in ("unknown_metric", "wrong_unit"):
+    if kind in ("unknown_metric", "wrong_unit", "null_value"):
         path, _, msg = msg.partition(": ")  # the model validator names the metric itself
-    elif reason is RejectReason.NULL_VALUE:
-        path += ".value"
+    elif kind == "string_pattern_mismatch":
+        msg = f"{_IDENTIFIER_RULE}, got {error['input']!r}"
     return Rejection(reason, path or "payload", f"{path or 'payload'}: {msg}")
 
 
