@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import signal
 import subprocess
 import sys
@@ -293,6 +294,8 @@ def run(
     ingests = [Ingest(work, f"{db}-{i}", broker, influx, db, alerts) for i in range(processes)]
     for ingest in ingests:
         ingest.start()
+    times = os.times()
+    children_cpu0 = times.children_user + times.children_system
     ready = multiprocessing.Event()
     restarted = 0.0
     root = f"{db.replace('_', '-')}/v1"
@@ -315,6 +318,7 @@ def run(
         pub.start()
         ready.wait(120)
     assert all(i.proc for i in ingests)
+    broker_cpu0, influx_cpu0 = cpu_seconds(broker.proc.pid), cpu_seconds(influx.proc.pid)
     # Backlog: the processes were just started, so count all their CPU, start-up included
     # (the first one drains while the second starts). Live: from the first publish.
     cpu0 = [0.0 if mode == "backlog" else cpu_seconds(i.proc.pid) for i in ingests]  # type: ignore[union-attr]
@@ -338,9 +342,16 @@ def run(
     overflowed = sum(ingest.metric("ingest_alerts_overflowed") for ingest in ingests) if alerts else 0
     cpu = sum(cpu_seconds(i.proc.pid) - c for i, c in zip(ingests, cpu0, strict=True))  # type: ignore[union-attr]
     rss = max(peak_rss_mb(i.proc.pid) for i in ingests)  # type: ignore[union-attr]
+    others = {
+        "broker": cpu_seconds(broker.proc.pid) - broker_cpu0,
+        "influxd": cpu_seconds(influx.proc.pid) - influx_cpu0,
+    }
+    pub.join(60)  # done already in a live run: every reading was stored
+    children = os.times()
+    if mode == "live":  # the publishers' CPU (they are this process's only children to have exited)
+        others["publishers"] = children.children_user + children.children_system - children_cpu0
     for ingest in ingests:
         ingest.stop()
-    pub.join(60)
     span = ended - (restarted if mode == "backlog" else started)
     return {
         "mode": mode,
@@ -357,6 +368,8 @@ def run(
         "cpu_s": round(cpu, 1),
         "cpu_ms_per_1000": round(cpu / max(stored, 1) * 1e6, 1),
         "peak_rss_mb": round(rss, 1),
+        # CPU of the rest of the machine's load over the same span, in ms per 1,000 readings
+        "other_cpu_ms_per_1000": {k: round(v / max(stored, 1) * 1e6, 1) for k, v in others.items()},
     }
 
 

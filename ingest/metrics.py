@@ -45,6 +45,9 @@ class IngestMetrics:
             registry=r,
         )
         self.seq_missing = Gauge("ingest_seq_missing", "Readings missing by seq", ["gateway_id"], registry=r)
+        self.mqtt_sessions = Counter(
+            "ingest_mqtt_sessions", "Broker sessions established (1 + reconnections)", registry=r
+        )
         self.mqtt_connected = Gauge("ingest_mqtt_connected", "1 while connected to the broker", registry=r)
 
 

@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import logging
 import random
+from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,9 @@ from weijian.registry import Registry
 __all__ = ["AlertsRunner", "IngestService", "make_writer"]
 
 log = logging.getLogger(__name__)
+
+# Batches in progress at once: while one is being written to InfluxDB, the next is parsed.
+_PIPELINE_DEPTH = 2
 
 # ``await runner(inbox, events)``: the alert engine's entry point (alerts.service.AlertService.run).
 AlertsRunner = Callable[[asyncio.Queue[Any], asyncio.Queue[AlertEvent]], Coroutine[Any, Any, None]]
@@ -105,15 +109,28 @@ class IngestService:
             self.metrics.alerts_overflowed.set_function(lambda: handoff.overflowed)
         self.events: asyncio.Queue[AlertEvent] = asyncio.Queue(maxsize=cfg.alerts_events_size)
         self._intake: MqttIntake | None = None
+        self._unacked = 0
         self.http_port: int | None = None
 
     # --- the batch pipeline --------------------------------------------------------------
 
-    async def _process(self, intake: MqttIntake, batch: list[Incoming]) -> None:
+    async def _process(
+        self, intake: MqttIntake, batch: list[Incoming], after: asyncio.Task[None] | None = None
+    ) -> None:
+        """One batch, from bytes to acknowledged.
+
+        Up to the first ``await`` (classify, deduplicate, format) batches run strictly in
+        order. Storage may then overlap with the next batch's. The hand-off to alerts and the
+        acknowledgement wait for ``after``, the batch before, so alerts sees readings in order
+        and PUBACKs go out in the order the messages came (MQTT-4.6.0-2).
+        """
         if not batch:
+            if after is not None:
+                await after
             return
         m = self.metrics
-        m.unacked.set(len(batch))
+        self._unacked += len(batch)
+        m.unacked.set(self._unacked)
         now = self._now()
         readings, statuses, refused = classify_batch(batch, root=self._root, now=now, registry=self.registry)
         m.readings_in.inc(len(batch) - len(statuses))
@@ -140,10 +157,13 @@ class IngestService:
             self.tracker.prune()
             for gateway in {g for g, _ in seen}:
                 m.seq_missing.labels(gateway).set(self.tracker.gateways[gateway].missing)
+        if after is not None:
+            await after
         if self.handoff is not None and (new or statuses):
             await self.handoff.offer([*new, *statuses])
         intake.ack(batch)
-        m.unacked.set(0)
+        self._unacked -= len(batch)
+        m.unacked.set(self._unacked)
 
     async def _store_rejected(self, body: bytes, detail: str) -> None:
         entry = Quarantined("", body, "store_rejected", "batch", detail)
@@ -155,6 +175,11 @@ class IngestService:
     async def _session(self, stop: asyncio.Event) -> None:
         cfg = self.settings.ingest
         intake = MqttIntake(self.settings.mqtt, cfg, client_id=cfg.client_id)
+        # What the last session admitted but never stored is redelivered: forget it, and
+        # remember only the seqs made durable (a batch cut short by a lost connection may
+        # have been admitted in memory; its redelivered copies must not count as duplicates).
+        self.tracker = await self._dedup.load()
+        self._unacked = 0
         try:
             await intake.connect(
                 [f"$share/{cfg.shared_group}/{reading_subscription(self._root)}"],
@@ -162,14 +187,26 @@ class IngestService:
             )
             async with asyncio.TaskGroup() as tg:
                 keepalive = tg.create_task(intake.keepalive(), name="mqtt-keepalive")
+                in_flight: deque[asyncio.Task[None]] = deque()
+                last: asyncio.Task[None] | None = None
                 while not stop.is_set():
                     batch = await intake.next_batch(cfg.batch_interval_s)
                     if self._intake is None and intake.is_subscribed:  # ready: /healthz says ok
                         self._intake = intake
                         self.metrics.mqtt_connected.set(1)
-                    await self._process(intake, batch)
+                        self.metrics.mqtt_sessions.inc()
+                    if not batch:
+                        continue
+                    last = tg.create_task(self._process(intake, batch, last), name="ingest-batch")
+                    in_flight.append(last)
+                    while in_flight and (len(in_flight) >= _PIPELINE_DEPTH or in_flight[0].done()):
+                        # Wait for the oldest batch, but notice a lost connection meanwhile.
+                        await asyncio.wait([in_flight[0], intake.lost], return_when=asyncio.FIRST_COMPLETED)
+                        if intake.lost.done():
+                            intake.lost.result()  # raises MqttLost: the batches in flight are cut
+                        await in_flight.popleft()
                 intake.stop_reading()  # 1. take no new work
-                await self._process(intake, intake.take_pending())  # 2. finish what we took, ack
+                await self._process(intake, intake.take_pending(), last)  # 2. finish what we took, ack
                 await intake.disconnect()  # 3. the session stays on the broker
                 keepalive.cancel()
         finally:
@@ -229,7 +266,6 @@ class IngestService:
         cfg = self.settings.ingest
         await self.spool.open()
         self.metrics.spool_depth.set(self.spool.points)
-        self.tracker = await self._dedup.load()
         server = None
         if cfg.metrics_port is not None:
             server = await serve_http(cfg.metrics_host, cfg.metrics_port, self.metrics, self.health)

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from tests.ingest.conftest import await_until, count_points, make_settings, publish, reading_payloads, running
-from weijian.local_services import Broker, Influx, start_mosquitto
+from weijian.local_services import Broker, Influx, start_influxd, start_mosquitto
 from weijian.registry import Registry
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "mosquitto.conf"
@@ -70,3 +70,35 @@ async def test_resuming_a_big_session_with_a_short_mqtt_timeout_does_not_loop(
     async with running(hurried, registry):
         await await_until(lambda: count_points(influxd, influx_db) >= 30_000, 60, "the queued readings")
     assert count_points(influxd, influx_db) == 30_000
+
+
+async def test_a_batch_cut_short_by_a_lost_connection_is_stored_when_redelivered(
+    tmp_path: Path, fresh_mosquitto: Broker, topic_root: str, registry: Registry
+) -> None:
+    # A batch is admitted (deduplication, in memory) and then hangs in its InfluxDB write
+    # when the broker goes away. Its messages were never acknowledged, so the broker
+    # redelivers them to the next session: they must be stored, not dropped as duplicates
+    # of themselves.
+    influx = start_influxd(tmp_path / "influxd")
+    try:
+        influx.query('CREATE DATABASE "cut"')
+        settings = make_settings(
+            tmp_path, fresh_mosquitto, influx, "cut", topic_root, write_retries=20, backoff_max_s=0.5
+        )
+        n = 300
+        async with running(settings, registry) as service:
+            m = service.metrics
+            influx.pause()  # every write now hangs until its timeout, then retries
+            await asyncio.to_thread(publish, fresh_mosquitto, reading_payloads(registry, topic_root, n))
+            await await_until(lambda: m.readings_in._value.get() > 0, 15, "a batch taken")
+            assert m.stored._value.get() == 0  # ... and stuck in its write, unacknowledged
+            await asyncio.to_thread(fresh_mosquitto.stop)  # saves its queue; no PUBACK went out
+            await asyncio.to_thread(fresh_mosquitto.start)
+            await await_until(lambda: m.mqtt_sessions._value.get() >= 2, 30, "the second session")
+            influx.resume()
+            await await_until(lambda: count_points(influx, "cut") >= n, 60, f"{n} points")
+            assert m.duplicates._value.get() == 0  # the redelivered copies were not taken as seen
+        assert count_points(influx, "cut") == n
+    finally:
+        influx.resume()
+        influx.stop()
