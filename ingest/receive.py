@@ -277,7 +277,8 @@ class MqttIntake:
             self._paused = True
 
     def _resume(self) -> None:
-        if self._paused and self._reading and self._sock is not None and len(self._pending) < self._max_pending:
+        room = len(self._pending) < self._max_pending
+        if self._paused and self._reading and self._sock is not None and room:
             self._paused = False
             self._loop.add_reader(self._sock, self._readable)
             self._loop.call_soon(self._readable)  # for bytes already read into the buffer

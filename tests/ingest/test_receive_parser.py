@@ -48,7 +48,9 @@ def user_properties(pairs: list[tuple[str, str]]) -> bytes:
 
 
 def client() -> _BufferedClient:
-    return _BufferedClient(callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    return _BufferedClient(
+        callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+    )
 
 
 def take(c: _BufferedClient, data: bytes) -> list[tuple[bytes, bytes, int, int]]:
