@@ -3,22 +3,26 @@
 Starts its own Mosquitto and InfluxDB 1.x on loopback (in a temporary folder), then for one
 and for two ingest processes (``weijian ingest run``, one shared subscription):
 
-* **live**: a publisher process sends N readings at QoS 1 as fast as the broker takes them
-  while ingest runs; the rate is N divided by the time from the first publish until InfluxDB
-  counts N points (``SELECT count(...)``).
+* **live**: publishers send N readings at QoS 1 as fast as the broker takes them while ingest
+  runs; the rate is N divided by the time from the first publish until InfluxDB counts N
+  points (``SELECT count(...)``). The publishers are ``mosquitto_pub -l`` processes, one per
+  device topic (``--publisher paho``: one Python process instead).
 * **backlog**: ingest is stopped, N readings are published into its persistent session, then
   ingest starts; ``per_second`` is N divided by the time from starting the ingest processes
-  (their start-up, about 1-3 s, included) to the last point counted, ``per_second_steady``
-  counts from the first point stored instead.
+  (their start-up, about 1-3 s, included) to the last point counted.
+
+``per_second_steady`` (both modes) leaves out the ramp-up: the points stored after the first
+non-zero count, divided by the time from that count to the end.
 
 With alerts, a run ends only when InfluxDB counts N points *and* every ingest process's
 ``ingest_alerts_lag`` is 0 (the alert engine has judged every reading as well); the live
 rate is N over the time from the first publish to that moment.
 
 Readings are realistic: every metric of each registry device with its unit and flag. CPU is
-each ingest process's user + system time from ``/proc`` (the publisher, broker and InfluxDB
-are not counted); peak RSS is ``VmHWM``. Alerts are evaluated (``[ingest] alerts = true``,
-the rule packs of the alerts stage on a SQLite task database) unless ``--no-alerts``.
+each ingest process's user + system time from ``/proc``; the broker's, InfluxDB's and (live)
+the publishers' CPU over the same span are reported apart; peak RSS is ``VmHWM``. Alerts are
+evaluated (``[ingest] alerts = true``, the rule packs of the alerts stage on a SQLite task
+database) unless ``--no-alerts``.
 
 Run: ``.venv/bin/python bench/bench_ingest.py [--readings 200000] [--no-alerts]``
 (loopback only; each phase is bounded by ``--timeout`` seconds).
@@ -324,11 +328,11 @@ def run(
     cpu0 = [0.0 if mode == "backlog" else cpu_seconds(i.proc.pid) for i in ingests]  # type: ignore[union-attr]
     started = time.monotonic()
     first = None
-    stored = 0
+    stored = at_first = 0
     while time.monotonic() - started < timeout_s:
         stored = count(influx, db)
         if stored and first is None:
-            first = time.monotonic()
+            first, at_first = time.monotonic(), stored
         if stored >= n:
             break
         time.sleep(0.1)
@@ -361,7 +365,8 @@ def run(
         "stored": stored,
         "seconds": round(span, 2),
         "per_second": round(stored / span),
-        "per_second_steady": round(stored / (ended - first)) if first and ended > first else None,
+        # the steady state: points stored after the first count, over the time since then
+        "per_second_steady": round((stored - at_first) / (ended - first)) if first and ended > first else 0,
         "alerts_lag_after_s": round(ended - stored_at, 2),  # judging the last readings after storing
         "alerts_lag_left": sum(lags),  # items not judged when the run ended (must be 0)
         "alerts_overflowed": overflowed,  # items that went through the durable backlog
