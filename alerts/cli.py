@@ -1,4 +1,4 @@
-"""``weijian tasks ...``: list, show, claim and close tasks; the delivery log; the API server."""
+"""``weijian tasks ...``: list, show, claim and close tasks; the delivery log; silences; the API server."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from weijian.cli import add_config_argument
+from weijian.cli import add_config_argument, settings_and_registry
 from weijian.config import load_settings
 from weijian.errors import UsageError
 
 __all__ = ["register"]
+
+_MAX_SILENCE_H = 24 * 31  # a window longer than a month is a decommissioning, not maintenance
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -75,6 +77,52 @@ def _notifications(args: argparse.Namespace) -> int:
     return 0
 
 
+def _silence_add(args: argparse.Namespace) -> int:
+    from alerts.service import new_silence
+    from weijian.rules import DEFAULT_RULES_DIR, load_rule_packs
+
+    settings, registry = settings_and_registry(args)
+    site = registry.sites.get(args.site)
+    if site is None:
+        raise UsageError(f"--site {args.site!r}: no such site in {registry.path}")
+    devices = {d.id for s, d in registry.devices() if s.id == site.id}
+    if args.device is not None and args.device not in devices:
+        raise UsageError(f"--device {args.device!r}: site {site.id!r} has no such device in {registry.path}")
+    if args.rule is not None:
+        packs = load_rule_packs(settings.alerts.rules_dir or DEFAULT_RULES_DIR)
+        if args.rule not in {r.id for pack in packs.values() for r in pack.rules}:
+            raise UsageError(f"--rule {args.rule!r}: no such rule in the rule packs")
+    starts = None
+    if args.starts is not None:
+        try:
+            starts = datetime.fromisoformat(args.starts)
+        except ValueError as exc:
+            raise UsageError(f"--starts {args.starts!r}: not an ISO 8601 time ({exc})") from exc
+        if starts.tzinfo is None:
+            raise UsageError(f"--starts {args.starts!r}: give the offset, e.g. 2026-11-24T09:00+08:00")
+    if not 0 < args.hours <= _MAX_SILENCE_H:
+        raise UsageError(f"--hours {args.hours}: must be more than 0 and at most {_MAX_SILENCE_H}")
+    silence = new_silence(site.id, args.hours, args.reason, args.by, device_id=args.device,
+                          rule_id=args.rule, starts=starts)
+    _, store = _store(args)
+    store.add_silence(silence)
+    print(f"silence {silence.id}: {site.name} ({site.id}) {silence.device_id or '全部设备'} "
+          f"{silence.rule_id or '全部规则'} {silence.starts.isoformat()} .. {silence.ends.isoformat()}: "
+          f"{silence.reason} ({silence.created_by}); the running alerts service applies it at its next tick")
+    return 0
+
+
+def _silence_list(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    now = datetime.now(UTC)
+    for s in store.silences():
+        if args.all or s.ends > now:
+            state = "active" if s.starts <= now < s.ends else ("ended" if s.ends <= now else "scheduled")
+            print(f"{s.id}  {state:<9} {s.site_id:<14} {s.device_id or '*':<8} {s.rule_id or '*':<28} "
+                  f"{s.starts:%Y-%m-%d %H:%M} .. {s.ends:%Y-%m-%d %H:%M} UTC  {s.reason} ({s.created_by})")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -116,5 +164,22 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=_notifications)
     p = sub.add_parser("serve", help="serve the task HTTP JSON API (uvicorn; OpenAPI at /docs)")
     p.set_defaults(handler=_serve)
-    for action in sub.choices.values():
-        add_config_argument(action)
+    p = sub.add_parser("silence", help="maintenance windows (calibration, cleaning): alerts stay quiet")
+    silence = p.add_subparsers(dest="silence_action", metavar="SILENCE_ACTION", required=True)
+    q = silence.add_parser("add", help="record a maintenance window for a site, device or rule")
+    q.add_argument("--site", required=True, help="site id from the registry")
+    q.add_argument("--device", help="only this device of the site")
+    q.add_argument("--rule", help="only this rule id")
+    q.add_argument("--hours", type=float, required=True, help="length of the window")
+    q.add_argument("--starts", help="ISO 8601 start with offset (default: now)")
+    q.add_argument("--reason", required=True, help="why, e.g. 探头校准")
+    q.add_argument("--by", required=True, help="who set it")
+    q.set_defaults(handler=_silence_add)
+    add_config_argument(q)
+    q = silence.add_parser("list", help="current and scheduled windows (--all: ended ones too)")
+    q.add_argument("--all", action="store_true")
+    q.set_defaults(handler=_silence_list)
+    add_config_argument(q)
+    for name, action in sub.choices.items():
+        if name != "silence":
+            add_config_argument(action)

@@ -160,11 +160,16 @@ class AlertService:
         return transitions
 
     async def tick(self, events: asyncio.Queue[AlertEvent] | None = None) -> None:
-        """Clock work: acknowledgements, repeats, escalations, interruptions, overdue tasks.
+        """Clock work: new silences, acknowledgements, repeats, escalations, interruptions, overdue tasks.
 
         An alert whose task was claimed (by the CLI or the API, maybe in another process) is
         acknowledged here.
         """
+        known = {s.id for s in self.state.silences}
+        for silence in await asyncio.to_thread(self.store.silences):
+            if silence.id not in known:  # recorded by `weijian tasks silence add` (another process)
+                log.info("silence.applied", extra={"silence_id": silence.id, "site_id": silence.site_id})
+                await self.handle(AddSilence(silence), events)
         firing = [a.alert_id for a in self.state.alerts.values() if a.state is AlertState.FIRING]
         if firing:
             claimed = await asyncio.to_thread(self._claimed, firing)
