@@ -97,15 +97,8 @@ class _BufferedClient(mqtt.Client):
             qos = (header >> 1) & 3
             if header >> 4 != 3 or qos > 1:
                 break
-            i, length, shift = pos + 1, 0, 0
-            while i < end and shift <= 21:  # the remaining length: at most 4 bytes
-                byte = data[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
-            else:
+            length, i = _varint(data, pos + 1, end)
+            if length < 0:
                 break  # cut short, or malformed
             stop = i + length
             if stop > end or length < 2:
@@ -116,15 +109,8 @@ class _BufferedClient(mqtt.Client):
             if qos:
                 mid = (data[t] << 8) | data[t + 1] if t + 2 <= stop else -1
                 t += 2
-            plen, shift = 0, 0
-            while t < stop and shift <= 21:  # MQTT v5 property length, then the properties
-                byte = data[t]
-                t += 1
-                plen |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
-            else:
+            plen, t = _varint(data, t, stop)  # MQTT v5 property length, then the properties
+            if plen < 0:
                 break
             t += plen
             if t > stop or mid < 0:
@@ -142,6 +128,22 @@ class _BufferedClient(mqtt.Client):
         if mids:
             packet = b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids])
             self._packet_queue(0x40, packet, 0, 0)
+
+
+def _varint(data: bytes, i: int, end: int) -> tuple[int, int]:
+    """The MQTT variable byte integer at ``data[i:end]`` and the index after it.
+
+    Returns ``(-1, i)`` if it is cut short by ``end`` or longer than the four bytes allowed.
+    """
+    value = shift = 0
+    while i < end and shift <= 21:
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+    return -1, i
 
 
 class MqttLost(Exception):

@@ -29,13 +29,21 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def publish(topic: str, payload: bytes, qos: int, mid: int, props: bytes, *, retain: bool = False) -> bytes:
+def publish_parts(
+    topic: str, payload: bytes, qos: int, mid: int, props: bytes, *, retain: bool = False
+) -> tuple[int, bytes]:
+    """The fixed header's first byte and the packet's body (variable header and payload)."""
     name = topic.encode()
     body = struct.pack("!H", len(name)) + name
     if qos:
         body += struct.pack("!H", mid)
     body += varint(len(props)) + props + payload
-    return bytes([0x30 | qos << 1 | int(retain)]) + varint(len(body)) + body
+    return 0x30 | qos << 1 | int(retain), body
+
+
+def publish(topic: str, payload: bytes, qos: int, mid: int, props: bytes, *, retain: bool = False) -> bytes:
+    header, body = publish_parts(topic, payload, qos, mid, props, retain=retain)
+    return bytes([header]) + varint(len(body)) + body
 
 
 def user_properties(pairs: list[tuple[str, str]]) -> bytes:
@@ -60,16 +68,8 @@ def take(c: _BufferedClient, data: bytes) -> list[tuple[bytes, bytes, int, int]]
     return out
 
 
-def paho_decode(packet: bytes) -> tuple[bytes, bytes, int, int]:
-    header, pos, length, shift = packet[0], 1, 0, 0
-    while True:
-        byte = packet[pos]
-        pos += 1
-        length |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
-    r = _packet.decode_publish(header, bytearray(packet[pos:]), MQTTProtocolVersion.MQTTv5)
+def paho_decode(header: int, body: bytes) -> tuple[bytes, bytes, int, int]:
+    r = _packet.decode_publish(header, bytearray(body), MQTTProtocolVersion.MQTTv5)
     return r.topic, r.payload, r.mid if r.qos else 0, r.qos
 
 
@@ -91,19 +91,21 @@ messages = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(messages)
 def test_the_fast_path_decodes_what_paho_decodes(msgs):
-    packets = [publish(t, p, q, m, user_properties(u), retain=r) for t, p, q, m, u, r in msgs]
-    assert take(client(), b"".join(packets)) == [paho_decode(pk) for pk in packets]
+    parts = [publish_parts(t, p, q, m, user_properties(u), retain=r) for t, p, q, m, u, r in msgs]
+    packets = [bytes([h]) + varint(len(b)) + b for h, b in parts]
+    assert take(client(), b"".join(packets)) == [paho_decode(h, b) for h, b in parts]
 
 
 @settings(max_examples=200, deadline=None)
 @given(messages, st.data())
 def test_a_packet_cut_by_the_end_of_the_buffer_is_left_for_paho(msgs, data):
-    packets = [publish(t, p, q, m, user_properties(u)) for t, p, q, m, u, _ in msgs]
+    parts = [publish_parts(t, p, q, m, user_properties(u)) for t, p, q, m, u, _ in msgs]
+    packets = [bytes([h]) + varint(len(b)) + b for h, b in parts]
     whole = b"".join(packets)
     cut = data.draw(st.integers(0, len(whole) - 1))
     c = client()
     got = take(c, whole[:cut])
-    assert got == [paho_decode(pk) for pk in packets[: len(got)]]
+    assert got == [paho_decode(h, b) for h, b in parts[: len(got)]]
     assert sum(len(pk) for pk in packets[: len(got)]) == c._rpos <= cut  # complete ones only
     assert len(got) < len(packets)
 
