@@ -36,7 +36,7 @@ from alerts.engine import (
     step,
 )
 from alerts.notify import Notifier, OutboxWorker, build_channels
-from alerts.store import OutboxItem, Store
+from alerts.store import OutboxItem, Store, StoreUnavailable
 from weijian.config import Settings
 from weijian.contract import AlertEvent, AlertState, GatewayStatus, Reading
 from weijian.registry import Registry
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 _OVERDUE_LEVEL: Final = 3  # overdue tasks go to the district's supervisors
 _CONSUME_BATCH: Final = 1000  # inbox items stepped per database transaction
+_RECORD_RETRY_FIRST_S: Final = 0.5
+_RECORD_RETRY_MAX_S: Final = 30.0
 
 
 def _identity(event: Event) -> str:
@@ -147,7 +149,7 @@ class AlertService:
         if not transitions:
             return []
         p = plan(self.dispatch, transitions)
-        await asyncio.to_thread(self.store.record, p.alerts, p.tasks, p.outbox, p.audits, now)
+        await self._record(p, now)
         if p.outbox:
             self.worker.wake.set()
         for t in transitions:
@@ -158,6 +160,23 @@ class AlertService:
             for ev in p.events:
                 await events.put(ev)
         return transitions
+
+    async def _record(self, p: Plan, now: datetime) -> None:
+        """Write the outcome, retrying with backoff while the database is unavailable.
+
+        The engine's state already holds these transitions, so giving up would leave alerts
+        open in memory that no task or notification ever follows. Meanwhile the inbox fills
+        and ingest moves what follows to its durable backlog: nothing is lost, only delayed.
+        """
+        delay = _RECORD_RETRY_FIRST_S
+        while True:
+            try:
+                await asyncio.to_thread(self.store.record, p.alerts, p.tasks, p.outbox, p.audits, now)
+                return
+            except StoreUnavailable as exc:
+                log.error("alerts.store_unavailable", extra={"error": str(exc), "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECORD_RETRY_MAX_S)
 
     async def tick(self, events: asyncio.Queue[AlertEvent] | None = None) -> None:
         """Clock work: new silences, acknowledgements, repeats, escalations, interruptions, overdue tasks.
@@ -251,6 +270,6 @@ def _overdue_plan(d: Dispatch, task: dict[str, object], now: datetime) -> Plan:
 def new_silence(site_id: str, hours: float, reason: str, by: str, *, device_id: str | None = None,
                 rule_id: str | None = None, starts: datetime | None = None) -> Silence:
     """A silence starting now (or ``starts``) for ``hours``."""
-    begin = starts or datetime.now(UTC)
+    begin = (starts or datetime.now(UTC)).astimezone(UTC)  # the store keeps UTC
     return Silence(uuid.uuid4().hex[:16], site_id, begin, begin + timedelta(hours=hours), reason, by,
                    device_id, rule_id)

@@ -183,10 +183,14 @@ class Spool:
                         "UPDATE meta SET value = value + ? WHERE key = 'dropped'", (dropped,)
                     )
                 self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:
+                # Whatever failed (the database, or building a Reading), leave no transaction
+                # open: it would hold the write lock and break every later append.
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise SpoolError(f"{self.path}: cannot store readings: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise SpoolError(f"{self.path}: cannot store readings: {exc}") from exc
+                raise
             self._depth += len(rows) - dropped
             return seqs
 

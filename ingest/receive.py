@@ -194,6 +194,8 @@ class MqttIntake:
         # batches wait in memory.
         self._max_pending = 2 * ingest.batch_size
         self._paused = False
+        self._peek_timer: asyncio.TimerHandle | None = None
+        self._peek_every_s = max(0.5, mqtt_settings.keepalive_s / 2)
 
     # --- paho callbacks, all called in the loop thread ---------------------------------
 
@@ -277,11 +279,29 @@ class MqttIntake:
         if self._sock is not None and not self._paused:
             self._loop.remove_reader(self._sock)
             self._paused = True
+            self._peek_timer = self._loop.call_later(self._peek_every_s, self._peek)
+
+    def _peek(self) -> None:
+        """While paused (storage stalled), read one chunk now and then.
+
+        paho closes a connection that has received no byte for 1.5-2 keepalive periods, and
+        the PINGRESP sits in the socket behind the messages. One chunk (at most 256 KiB) every
+        half keepalive keeps the session alive through a long stall at little cost in memory.
+        """
+        self._peek_timer = None
+        if not self._paused or self._sock is None:
+            return
+        client = self._client
+        client.take_publishes(self._take)
+        if client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            client.take_publishes(self._take)
+        self._peek_timer = self._loop.call_later(self._peek_every_s, self._peek)
 
     def _resume(self) -> None:
         room = len(self._pending) < self._max_pending
         if self._paused and self._reading and self._sock is not None and room:
             self._paused = False
+            self._cancel_peek()
             self._loop.add_reader(self._sock, self._readable)
             self._loop.call_soon(self._readable)  # for bytes already read into the buffer
 
@@ -294,7 +314,13 @@ class MqttIntake:
     def _unregister_write(self, client: Any, userdata: Any, sock: Any) -> None:
         self._loop.remove_writer(sock)
 
+    def _cancel_peek(self) -> None:
+        if self._peek_timer is not None:
+            self._peek_timer.cancel()
+            self._peek_timer = None
+
     def _socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._cancel_peek()
         self._loop.remove_reader(sock)
         self._loop.remove_writer(sock)
         self._sock = None
@@ -373,6 +399,7 @@ class MqttIntake:
 
     def stop_reading(self) -> None:
         """Take no new messages (unread ones stay with the broker and are redelivered)."""
+        self._cancel_peek()
         if self._sock is not None and self._reading:
             self._loop.remove_reader(self._sock)
             self._reading = False
@@ -410,6 +437,7 @@ class MqttIntake:
 
     def close(self) -> None:
         """Drop the socket without a DISCONNECT (after a failure); idempotent."""
+        self._cancel_peek()
         sock, self._sock = self._sock, None
         if sock is not None:
             self._loop.remove_reader(sock)

@@ -29,7 +29,7 @@ from ingest.store import InfluxWriter, Storage
 from ingest.validate import Incoming, Quarantined, classify_batch
 from weijian.clock import Clock
 from weijian.config import Settings
-from weijian.contract import AlertEvent, Reading, alert_topic, reading_subscription
+from weijian.contract import AlertEvent, GatewayStatus, Reading, alert_topic, reading_subscription
 from weijian.registry import Registry
 
 __all__ = ["AlertsRunner", "IngestService", "make_writer"]
@@ -109,6 +109,7 @@ class IngestService:
             self.metrics.alerts_overflowed.set_function(lambda: handoff.overflowed)
         self.events: asyncio.Queue[AlertEvent] = asyncio.Queue(maxsize=cfg.alerts_events_size)
         self._intake: MqttIntake | None = None
+        self._session_intake: MqttIntake | None = None
         self._unacked = 0
         self.http_port: int | None = None
 
@@ -120,21 +121,22 @@ class IngestService:
         """One batch, from bytes to acknowledged.
 
         Up to the first ``await`` (classify, deduplicate, format) batches run strictly in
-        order. Storage may then overlap with the next batch's. The hand-off to alerts and the
-        acknowledgement wait for ``after``, the batch before, so alerts sees readings in order
-        and PUBACKs go out in the order the messages came (MQTT-4.6.0-2).
+        order. Storage may then overlap with the next batch's. The rest (:meth:`_finish`) waits
+        for ``after``, the batch before, so the dedup store, alerts and the PUBACKs (MQTT-4.6.0-2)
+        see the batches in the order the messages came.
         """
         if not batch:
             if after is not None:
                 await after
             return
         m = self.metrics
+        tracker = self.tracker
         self._unacked += len(batch)
         m.unacked.set(self._unacked)
         now = self._now()
         readings, statuses, refused = classify_batch(batch, root=self._root, now=now, registry=self.registry)
         m.readings_in.inc(len(batch) - len(statuses))
-        admit = self.tracker.admit
+        admit = tracker.admit
         new: list[Reading] = []
         seen: list[tuple[str, int]] = []
         for reading in readings:
@@ -152,18 +154,34 @@ class IngestService:
             await self.quarantine.add(refused, now)
             for q in refused:
                 m.rejected.labels(q.reason).inc()
-        if seen:
-            await self._dedup.save(seen, self.tracker)
-            self.tracker.prune()
-            for gateway in {g for g, _ in seen}:
-                m.seq_missing.labels(gateway).set(self.tracker.gateways[gateway].missing)
         if after is not None:
             await after
-        if self.handoff is not None and (new or statuses):
-            await self.handoff.offer([*new, *statuses])
-        intake.ack(batch)
-        self._unacked -= len(batch)
-        m.unacked.set(self._unacked)
+        # Shielded: a lost connection cuts a batch before this point (nothing of it is marked
+        # seen; the broker redelivers it) or not at all, so a batch the dedup store knows as
+        # seen has always reached alerts too.
+        await asyncio.shield(self._finish(intake, batch, tracker, seen, [*new, *statuses]))
+
+    async def _finish(
+        self,
+        intake: MqttIntake,
+        batch: list[Incoming],
+        tracker: SeqTracker,
+        seen: list[tuple[str, int]],
+        items: list[Reading | GatewayStatus],
+    ) -> None:
+        """Persist the batch's seqs, hand it to alerts, acknowledge it."""
+        m = self.metrics
+        if seen:
+            await self._dedup.save(seen, tracker)
+            tracker.prune()
+            for gateway in {g for g, _ in seen}:
+                m.seq_missing.labels(gateway).set(tracker.gateways[gateway].missing)
+        if self.handoff is not None and items:
+            await self.handoff.offer(items)
+        intake.ack(batch)  # a no-op if this batch's session is gone: the broker redelivers it
+        if intake is self._session_intake:
+            self._unacked -= len(batch)
+            m.unacked.set(self._unacked)
 
     async def _store_rejected(self, body: bytes, detail: str) -> None:
         entry = Quarantined("", body, "store_rejected", "batch", detail)
@@ -180,6 +198,7 @@ class IngestService:
         # have been admitted in memory; its redelivered copies must not count as duplicates).
         self.tracker = await self._dedup.load()
         self._unacked = 0
+        self._session_intake = intake
         try:
             await intake.connect(
                 [f"$share/{cfg.shared_group}/{reading_subscription(self._root)}"],

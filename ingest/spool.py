@@ -5,6 +5,7 @@ Also holds the alerts backlog (readings the alert queue had no room for), in its
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -48,8 +49,11 @@ class Spool:
             with db:
                 db.execute("INSERT INTO batches (points, body) VALUES (?, ?)", (points, body))
 
-        await self._db.run(_insert)
-        self.points += points
+        async def _commit() -> None:
+            await self._db.run(_insert)
+            self.points += points
+
+        await asyncio.shield(_commit())  # a cancelled caller must not skip the count of a commit
 
     async def oldest(self) -> tuple[int, bytes, int] | None:
         """The oldest batch as ``(id, body, points)``, or None if the spool is empty."""
@@ -67,8 +71,11 @@ class Spool:
             with db:
                 db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
 
-        await self._db.run(_delete)
-        self.points -= points
+        async def _commit() -> None:
+            await self._db.run(_delete)
+            self.points -= points
+
+        await asyncio.shield(_commit())
 
     async def backlog_append(self, items: list[tuple[str, bytes]]) -> None:
         """Add ``(kind, json)`` items to the alerts backlog."""
@@ -77,8 +84,11 @@ class Spool:
             with db:
                 db.executemany("INSERT INTO alert_backlog (kind, body) VALUES (?, ?)", items)
 
-        await self._db.run(_insert)
-        self.backlog += len(items)
+        async def _commit() -> None:
+            await self._db.run(_insert)
+            self.backlog += len(items)
+
+        await asyncio.shield(_commit())
 
     async def backlog_oldest(self, limit: int) -> list[tuple[int, str, bytes]]:
         """Up to ``limit`` oldest backlog items as ``(id, kind, json)``."""
@@ -95,8 +105,11 @@ class Spool:
             with db:
                 db.execute("DELETE FROM alert_backlog WHERE id <= ?", (up_to_id,))
 
-        await self._db.run(_delete)
-        self.backlog -= count
+        async def _commit() -> None:
+            await self._db.run(_delete)
+            self.backlog -= count
+
+        await asyncio.shield(_commit())
 
     def close(self) -> None:
         """Close the database."""

@@ -91,3 +91,29 @@ async def test_restart_neither_fires_twice_nor_forgets(sqlite_url: str) -> None:
     assert res.kind is TransitionKind.RESOLVED and res.alert.alert_id == fired.alert.alert_id
     assert len(second.store.tasks()) == 1
     second.close()
+
+
+async def test_a_database_outage_delays_the_record_but_loses_nothing(tmp_path: Path) -> None:
+    # Another connection holds SQLite's write lock: recording the new alert fails until it
+    # lets go. The service retries; the alert is then stored, once.
+    import asyncio
+    import sqlite3
+
+    path = tmp_path / "alerts.sqlite"
+    settings = make_settings(f"sqlite:///{path}", "http://127.0.0.1:9/sms", db_timeout_s=0.2)
+    registry = load_registry(EXAMPLE_REGISTRY)
+    now = datetime(2026, 5, 12, 0, 30, tzinfo=UTC)
+    service = AlertService.from_settings(settings, registry, now=lambda: now)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        pending = asyncio.create_task(service.handle(_reading(0, 2.5)))
+        await asyncio.sleep(1.5)  # several failed attempts
+        assert not pending.done()
+        blocker.execute("COMMIT")
+        transitions = await asyncio.wait_for(pending, 10)
+        assert [t.kind for t in transitions] == [TransitionKind.PENDING]
+        assert [a.alert_id for a in service.store.open_alerts()] == [transitions[0].alert.alert_id]
+    finally:
+        blocker.close()
+        service.close()

@@ -14,7 +14,7 @@ from weijian.cli import main
 from weijian.contract import Kind, MetricValue, Reading
 from weijian.registry import load_registry
 
-T0 = datetime.now(UTC).replace(microsecond=0)
+T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
 
 def _config(tmp_path: Path, url: str) -> Path:
@@ -39,14 +39,15 @@ async def test_a_silence_added_on_the_command_line_quiets_the_running_service(
     config = _config(tmp_path, sqlite_url)
     try:
         code = main(["tasks", "silence", "add", "--config", str(config), "--site", "yc-cc-001",
-                     "--hours", "2", "--reason", "断电检修", "--by", "运维张工"])
+                     "--starts", "2026-11-24T16:55+08:00", "--hours", "2", "--reason", "断电检修",
+                     "--by", "运维张工"])
         assert code == 0, capsys.readouterr().err
         await service.tick()  # the service learns of it from the database
         fired = [t for t in await service.handle(_power(1, 0.0, device)) if t.kind is TransitionKind.FIRING]
         assert fired and fired[0].alert.silenced
         assert service.store.tasks() == []  # silenced: no task, nobody paged
         assert service.store.deliveries() == []
-        main(["tasks", "silence", "list", "--config", str(config)])
+        main(["tasks", "silence", "list", "--config", str(config), "--all"])
         assert "断电检修 (运维张工)" in capsys.readouterr().out
     finally:
         service.close()

@@ -97,3 +97,19 @@ def test_a_claim_racing_an_overflowing_append_never_counts_a_sent_row_as_lost(tm
     remaining = {r.row_id for r in spool.read_after(0, 10_000)}
     assert set(claimed) <= remaining  # nothing handed out was deleted
     assert spool.stats().dropped + len(remaining) == 600
+
+
+def test_a_sample_that_cannot_become_a_reading_leaves_the_spool_usable(tmp_path):
+    from weijian.contract import Flag
+
+    spool = open_spool(tmp_path / "spool.sqlite", max_rows=100)
+    bad = Sample("yc-cc-001", "fr-01", Kind.COLD_CHAIN, datetime(2026, 7, 15, tzinfo=UTC),
+                 {"temperature": MetricValue(value=None, unit="degC", flag=Flag.NORMAL)})  # null needs a flag
+    try:
+        spool.append([sample(1), bad])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a null value with flag N became a reading")
+    assert spool.append([sample(2)]) == [1]  # nothing of the failed batch, and no lock left behind
+    assert spool.stats().depth == 1

@@ -102,3 +102,33 @@ async def test_a_batch_cut_short_by_a_lost_connection_is_stored_when_redelivered
     finally:
         influx.resume()
         influx.stop()
+
+
+async def test_a_stall_longer_than_the_keepalive_keeps_the_session(
+    tmp_path: Path, fresh_mosquitto: Broker, topic_root: str, registry: Registry
+) -> None:
+    # Storage hangs (InfluxDB paused) while messages keep coming: ingest stops reading the
+    # socket once two batches wait, but must still show the broker it is alive, or paho drops
+    # the connection after 1.5-2 keepalive periods without a byte and a reconnect loop follows.
+    influx = start_influxd(tmp_path / "influxd")
+    try:
+        influx.query('CREATE DATABASE "stall"')
+        settings = make_settings(
+            tmp_path, fresh_mosquitto, influx, "stall", topic_root,
+            batch_size=50, write_retries=20, backoff_max_s=0.5,
+        )
+        settings.mqtt.keepalive_s = 5
+        n = 1000
+        async with running(settings, registry) as service:
+            m = service.metrics
+            influx.pause()
+            await asyncio.to_thread(publish, fresh_mosquitto, reading_payloads(registry, topic_root, n))
+            await asyncio.sleep(13)  # more than two keepalive periods with the reader paused
+            assert service._intake is not None and service._intake._paused  # the stall was real
+            influx.resume()
+            await await_until(lambda: count_points(influx, "stall") >= n, 60, f"{n} points")
+            assert m.mqtt_sessions._value.get() == 1  # never reconnected
+        assert count_points(influx, "stall") == n
+    finally:
+        influx.resume()
+        influx.stop()
