@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.ingest.conftest import await_until, count_points, make_settings, publish, reading_payloads, running
@@ -72,6 +74,18 @@ async def test_resuming_a_big_session_with_a_short_mqtt_timeout_does_not_loop(
     assert count_points(influxd, influx_db) == 30_000
 
 
+@contextlib.contextmanager
+def stalling_influx(tmp_path: Path, database: str) -> Iterator[Influx]:
+    """An InfluxDB of the test's own, to pause (SIGSTOP: writes hang) and resume at will."""
+    influx = start_influxd(tmp_path / "influxd")
+    try:
+        influx.query(f'CREATE DATABASE "{database}"')
+        yield influx
+    finally:
+        influx.resume()
+        influx.stop()
+
+
 async def test_a_batch_cut_short_by_a_lost_connection_is_stored_when_redelivered(
     tmp_path: Path, fresh_mosquitto: Broker, topic_root: str, registry: Registry
 ) -> None:
@@ -79,13 +93,11 @@ async def test_a_batch_cut_short_by_a_lost_connection_is_stored_when_redelivered
     # when the broker goes away. Its messages were never acknowledged, so the broker
     # redelivers them to the next session: they must be stored, not dropped as duplicates
     # of themselves.
-    influx = start_influxd(tmp_path / "influxd")
-    try:
-        influx.query('CREATE DATABASE "cut"')
+    n = 300
+    with stalling_influx(tmp_path, "cut") as influx:
         settings = make_settings(
             tmp_path, fresh_mosquitto, influx, "cut", topic_root, write_retries=20, backoff_max_s=0.5
         )
-        n = 300
         async with running(settings, registry) as service:
             m = service.metrics
             influx.pause()  # every write now hangs until its timeout, then retries
@@ -99,9 +111,6 @@ async def test_a_batch_cut_short_by_a_lost_connection_is_stored_when_redelivered
             await await_until(lambda: count_points(influx, "cut") >= n, 60, f"{n} points")
             assert m.duplicates._value.get() == 0  # the redelivered copies were not taken as seen
         assert count_points(influx, "cut") == n
-    finally:
-        influx.resume()
-        influx.stop()
 
 
 async def test_a_stall_longer_than_the_keepalive_keeps_the_session(
@@ -110,15 +119,13 @@ async def test_a_stall_longer_than_the_keepalive_keeps_the_session(
     # Storage hangs (InfluxDB paused) while messages keep coming: ingest stops reading the
     # socket once two batches wait, but must still show the broker it is alive, or paho drops
     # the connection after 1.5-2 keepalive periods without a byte and a reconnect loop follows.
-    influx = start_influxd(tmp_path / "influxd")
-    try:
-        influx.query('CREATE DATABASE "stall"')
+    n = 1000
+    with stalling_influx(tmp_path, "stall") as influx:
         settings = make_settings(
             tmp_path, fresh_mosquitto, influx, "stall", topic_root,
             batch_size=50, write_retries=20, backoff_max_s=0.5,
         )
         settings.mqtt.keepalive_s = 5
-        n = 1000
         async with running(settings, registry) as service:
             m = service.metrics
             influx.pause()
@@ -129,6 +136,3 @@ async def test_a_stall_longer_than_the_keepalive_keeps_the_session(
             await await_until(lambda: count_points(influx, "stall") >= n, 60, f"{n} points")
             assert m.mqtt_sessions._value.get() == 1  # never reconnected
         assert count_points(influx, "stall") == n
-    finally:
-        influx.resume()
-        influx.stop()
