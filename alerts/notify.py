@@ -20,7 +20,9 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
+import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -171,12 +173,15 @@ class OutboxWorker:
         settings: ``[alerts]`` (retry and rate settings).
         now: the clock (injectable).
         rand: a source of uniform [0, 1) numbers for jitter (injectable).
+        worker_id: who claims outbox items (``claimed_by``); unique among the workers on one
+            database. Default: ``<hostname>-<pid>``.
     """
 
     def __init__(self, store: Store, channels: Mapping[str, Notifier], settings: AlertsSettings,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, *, worker_id: str | None = None) -> None:
         self.store = store
+        self.worker_id = (worker_id or f"{socket.gethostname()}-{os.getpid()}")[:64]
         self.channels = channels
         self.settings = settings
         self.now = now
@@ -193,9 +198,14 @@ class OutboxWorker:
         return timedelta(seconds=base * (1 + s.retry_jitter * (2 * self.rand() - 1)))
 
     async def run_once(self, client: httpx.AsyncClient) -> int:
-        """Try every due item once; returns how many were tried."""
+        """Claim due items and try each once; returns how many were tried.
+
+        Claimed items are ``sending`` until settled, so another worker on the same database
+        does not send them too; an item whose worker dies mid-send is claimed again once the
+        store's lease runs out.
+        """
         now = self.now()
-        items = await asyncio.to_thread(self.store.due_notifications, now, 500)
+        items = await asyncio.to_thread(self.store.claim_notifications, now, 500, self.worker_id)
         if not items:
             return 0
         limit = asyncio.Semaphore(self.settings.outbox_concurrency)

@@ -7,17 +7,29 @@ SQLite is the embedded default, PostgreSQL is chosen by URL. Every method is syn
 short; the async service calls them through one worker thread. The engine's transitions, the
 tasks they create and the notifications they queue are written in one transaction, so a
 crash cannot fire an alert without its task and messages, or send a message twice.
+
+The schema is versioned with Alembic (``alerts/migrations``): :func:`migrate` brings a
+database to the newest revision, and every :class:`Store` calls it when it opens. Outbox
+items are claimed (status ``sending``) before they are sent, so any number of workers on one
+database make exactly one delivery attempt per notification.
+
+StoreUnavailable   the database could not be reached or refused a statement
+PartitionLost      a write was fenced off: this process no longer holds its partition's lock
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Boolean,
@@ -33,32 +45,59 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    func,
     insert,
+    inspect,
+    make_url,
+    or_,
     select,
+    text,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from alerts.engine import Alert, Silence
 from weijian.contract import AlertState, Kind
 from weijian.errors import WeijianError
 from weijian.rules import Severity
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 __all__ = [
     "DeliveryStatus",
+    "Fence",
     "NewTask",
     "OutboxItem",
+    "PartitionLost",
     "Store",
     "StoreUnavailable",
     "TaskStatus",
     "engine_url",
+    "migrate",
 ]
 
 log = logging.getLogger(__name__)
 
+# Alembic logs at INFO when it is imported ("setup plugin ...") and for every context it sets
+# up ("Context impl ..."), and every Store() runs it; we log the upgrades ourselves. So alembic
+# is imported in the functions that use it, after this. An explicit level set elsewhere wins.
+if logging.getLogger("alembic").level == logging.NOTSET:
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
 
 class StoreUnavailable(WeijianError):
     """The alerts database could not be reached or refused a statement."""
+
+
+class PartitionLost(WeijianError):
+    """A fenced write was refused: the advisory lock of the :class:`Fence` is no longer held.
+
+    Another process may own the partition now; the writer must stop acting for it.
+    """
 
 
 class TaskStatus(StrEnum):
@@ -74,6 +113,7 @@ class DeliveryStatus(StrEnum):
     """Where a queued notification stands."""
 
     PENDING = "pending"  # not yet delivered; ``next_attempt_at`` says when it is tried
+    SENDING = "sending"  # claimed by ``claimed_by`` at ``claimed_at``; being sent right now
     DELIVERED = "delivered"
     FAILED = "failed"  # gave up (permanent error or attempts exhausted)
 
@@ -158,6 +198,15 @@ outbox_table = Table(
     Column("status", String(16), nullable=False, index=True),
     Column("last_error", Text),
     Column("delivered_at", _ts),
+    Column("claimed_by", String(64)),  # the worker sending it (status sending); revision 0002
+    Column("claimed_at", _ts),
+)
+
+engine_state_table = Table(  # revision 0002
+    "alerts_engine_state", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("state", Text, nullable=False),  # JSON, opaque to the store
+    Column("updated_at", _ts, nullable=False),
 )
 
 
@@ -166,6 +215,178 @@ def engine_url(url: str) -> str:
     if url.startswith("postgresql://"):
         return "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return url
+
+
+def _make_engine(url: str, timeout_s: float) -> Engine:
+    sa_url = engine_url(url)
+    if sa_url.startswith("sqlite"):
+        engine = create_engine(sa_url, connect_args={"timeout": timeout_s, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers (CLI, API) never block the writer
+            cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+            cur.close()
+
+        return engine
+    return create_engine(
+        sa_url, pool_size=10, max_overflow=60, pool_timeout=timeout_s,
+        connect_args={"connect_timeout": max(1, int(timeout_s))},
+    )
+
+
+def shown_url(url: str | URL) -> str:
+    """``url`` without its password, for messages and logs."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # unparsable: show only what follows the credentials
+        return str(url).split("@")[-1]
+    # URL.set(password=None) means "leave it", so replace the field of the named tuple.
+    return parsed._replace(password=None).render_as_string(hide_password=False)
+
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# pg_advisory_lock key of schema migrations: any fixed int8, the same in every weijian
+# process. It is database-wide (not per schema), so migrations of two schemas of one database
+# wait for each other, which costs nothing.
+MIGRATION_LOCK_KEY = 0x7765696A69616E01  # "weijian" + 01
+
+# The tables revision 0001 creates: an unversioned database that has them was made by
+# ``metadata.create_all`` before migrations existed.
+_REVISION_0001_TABLES = frozenset(
+    {"alerts_alerts", "alerts_tasks", "alerts_task_audit", "alerts_silences", "alerts_outbox"}
+)
+
+
+def _alembic_config(conn: Any) -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    # ConfigParser interpolates "%": a folder name containing one must be escaped.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.attributes["connection"] = conn
+    return config
+
+
+def _current_revision(conn: Any) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, timeout_s: float) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``, waited for at most ``timeout_s``."""
+    with path.open("a") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path} is locked by another migration for {timeout_s} s") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _migration_lock(conn: Any, timeout_s: float) -> Iterator[None]:
+    """Serialise migrations of one database across processes.
+
+    PostgreSQL: a session advisory lock on the migrating connection (it outlives the
+    transactions run under it). SQLite: a ``flock`` on ``<db path>.migrate.lock``, taken
+    before the transaction, since SQLite runs ``CREATE TABLE`` outside pysqlite's implicit
+    transactions and two processes could otherwise both see an empty file.
+    """
+    if conn.dialect.name == "postgresql":
+        # lock_timeout bounds the wait for an advisory lock too; reset before the upgrade.
+        wait = f"{int(timeout_s * 1000)}ms"
+        conn.execute(text("SELECT set_config('lock_timeout', :v, false)"), {"v": wait})
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        conn.execute(text("SELECT set_config('lock_timeout', '0', false)"))
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.rollback()  # a failed upgrade leaves the transaction aborted
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            conn.commit()
+    elif conn.dialect.name == "sqlite" and conn.engine.url.database not in (None, "", ":memory:"):
+        conn.rollback()
+        with _file_lock(Path(f"{conn.engine.url.database}.migrate.lock"), timeout_s):
+            yield
+    else:
+        yield
+
+
+def migrate(engine_or_url: Engine | str, timeout_s: float = 60.0) -> tuple[str | None, str]:
+    """Bring the alerts database to the newest schema revision (``alembic upgrade head``).
+
+    Safe to call from several processes at once: the upgrade runs under a migration lock,
+    and the revision is read again once the lock is held. A database with the alerts tables
+    but no ``alembic_version`` (made by ``create_all`` before migrations existed) is stamped
+    ``0001`` first, keeping every row.
+
+    Args:
+        engine_or_url: a SQLAlchemy engine, or a ``[tasks] url``.
+        timeout_s: how long to wait for another process's migration to finish.
+
+    Returns:
+        ``(revision before, revision after)``; before is None for an empty database and
+        ``"0001"`` for an unversioned one.
+
+    Raises:
+        StoreUnavailable: the database could not be reached, was locked for longer than
+            ``timeout_s``, or refused a migration statement.
+    """
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    if isinstance(engine_or_url, str):
+        engine, where = _make_engine(engine_or_url, min(timeout_s, 10.0)), shown_url(engine_or_url)
+    else:
+        engine, where = engine_or_url, shown_url(engine_or_url.url)
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert head is not None, "alerts/migrations/versions holds no revision"
+    try:
+        with engine.connect() as conn:
+            before = _current_revision(conn)
+            if before == head:
+                return before, head
+            with _migration_lock(conn, timeout_s):
+                before = _current_revision(conn)  # another process may have migrated meanwhile
+                if before == head:
+                    return before, head
+                config = _alembic_config(conn)
+                if before is None:
+                    tables = set(inspect(conn).get_table_names()) & _REVISION_0001_TABLES
+                    if tables == _REVISION_0001_TABLES:
+                        log.warning("alerts.schema_unversioned_stamped", extra={"revision": "0001"})
+                        command.stamp(config, "0001")
+                        before = "0001"
+                    elif tables:
+                        raise StoreUnavailable(
+                            f"{where}: some alerts tables exist ({', '.join(sorted(tables))}) but not "
+                            f"all, and there is no alembic_version: not a database weijian made")
+                command.upgrade(config, "head")
+                conn.commit()
+                after = _current_revision(conn)
+                conn.commit()
+                log.info("alerts.schema_upgraded", extra={"from": before, "to": after})
+    except (SQLAlchemyError, TimeoutError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip()  # the driver's words, not SQLAlchemy's
+        raise StoreUnavailable(f"{where}: cannot migrate the alerts tables: {detail}") from exc
+    finally:
+        if isinstance(engine_or_url, str):
+            engine.dispose()
+    assert after == head, f"upgrade ended at {after}, not {head}"
+    return before, head
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -198,6 +419,25 @@ class OutboxItem:
     attempts: int = 0
 
 
+@dataclass(frozen=True)
+class Fence:
+    """A PostgreSQL two-key advisory lock that a write requires to be still held.
+
+    ``pg_advisory_lock(classid, objid)`` taken by the backend with process id ``pid`` (what
+    ``pg_backend_pid()`` returned on the connection holding it). The lock goes when that
+    connection ends, so a writer whose session died, or was taken over, cannot write.
+
+    Attributes:
+        classid: the first int4 key.
+        objid: the second int4 key.
+        pid: the backend process id of the connection holding the lock.
+    """
+
+    classid: int
+    objid: int
+    pid: int
+
+
 @dataclass(frozen=True, slots=True)
 class NewTask:
     """An inspection task to open for a firing alert."""
@@ -223,27 +463,16 @@ class Store:
 
     def __init__(self, url: str, timeout_s: float = 10.0) -> None:
         self.url = url
-        sa_url = engine_url(url)
-        if sa_url.startswith("sqlite"):
-            self.engine: Engine = create_engine(
-                sa_url, connect_args={"timeout": timeout_s, "check_same_thread": False}
-            )
-
-            @event.listens_for(self.engine, "connect")
-            def _pragmas(conn: Any, _record: Any) -> None:
-                cur = conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")  # readers (CLI, API) never block the writer
-                cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-                cur.close()
-        else:
-            self.engine = create_engine(
-                sa_url, pool_size=10, max_overflow=60, pool_timeout=timeout_s,
-                connect_args={"connect_timeout": max(1, int(timeout_s))},
-            )
+        self.engine: Engine = _make_engine(url, timeout_s)
         try:
-            metadata.create_all(self.engine)
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"{url.split('@')[-1]}: cannot prepare the alerts tables: {exc}") from exc
+            migrate(self.engine, timeout_s=max(60.0, timeout_s))
+        except StoreUnavailable:
+            self.engine.dispose()
+            raise
+        self._is_postgres = self.engine.dialect.name == "postgresql"
+        # One UPDATE ... RETURNING claims outbox items (SQLite >= 3.35, PostgreSQL); without
+        # it, each row is claimed by its own conditional UPDATE.
+        self._update_returning = bool(self.engine.dialect.update_returning)
 
     def close(self) -> None:
         """Release every connection."""
@@ -274,8 +503,11 @@ class Store:
         outbox: Sequence[OutboxItem],
         audits: Sequence[tuple[str, str, str, str]] = (),
         now: datetime | None = None,
+        *,
+        state: tuple[str, str] | None = None,
+        fence: Fence | None = None,
     ) -> list[int]:
-        """Write alert changes, new tasks and queued notifications in one transaction.
+        """Write alert changes, new tasks, queued notifications and engine state in one transaction.
 
         Args:
             alerts: alerts to upsert (their latest snapshot).
@@ -283,11 +515,16 @@ class Store:
             outbox: notifications to queue; a repeated idempotency key is ignored.
             audits: ``(alert_id, actor, action, detail)`` lines for the alert's task.
             now: the time stamped on new rows.
+            state: ``(key, json_text)`` to upsert into ``alerts_engine_state`` (see
+                :meth:`engine_states`), written even when nothing else is.
+            fence: on PostgreSQL, the advisory lock this writer must still hold; checked first,
+                inside the transaction. Ignored on SQLite (one process owns a SQLite file).
 
         Returns:
             The ids of the tasks created.
 
         Raises:
+            PartitionLost: the fence's lock is not held by its pid; nothing was written.
             StoreUnavailable: the database failed.
         """
         now = now or datetime.now(UTC)
@@ -295,6 +532,10 @@ class Store:
         latest = {a.alert_id: a for a in alerts}
         try:
             with self.engine.begin() as conn:
+                if fence is not None and self._is_postgres:
+                    _check_fence(conn, fence)
+                if state is not None:
+                    self._upsert_state(conn, state[0], state[1], now)
                 for alert in latest.values():
                     row = _alert_row(alert)
                     done = conn.execute(
@@ -327,21 +568,31 @@ class Store:
                             conn.execute(update(tasks_table).where(tasks_table.c.id == found[0])
                                          .values(alert_resolved_at=now))
                         _audit(conn, int(found[0]), now, actor, action, detail)
-                for item in outbox:
-                    seen = conn.execute(
-                        select(outbox_table.c.id).where(outbox_table.c.idem_key == item.idem_key)
-                    ).first()
-                    if seen:
-                        continue
-                    conn.execute(insert(outbox_table).values(
-                        idem_key=item.idem_key, channel=item.channel, recipient=item.recipient,
-                        alert_id=item.alert_id, payload=json.dumps(item.payload, ensure_ascii=False),
-                        created_at=now, next_attempt_at=now, attempts=0,
-                        status=DeliveryStatus.PENDING.value,
-                    ))
+                _queue(conn, outbox, now)
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"cannot record alert changes: {exc}") from exc
         return created
+
+    def _upsert_state(self, conn: Any, key: str, state_json: str, now: datetime) -> None:
+        dialect_insert = pg_insert if self._is_postgres else sqlite_insert
+        stmt = dialect_insert(engine_state_table).values(key=key, state=state_json, updated_at=now)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=[engine_state_table.c.key],
+            set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
+        ))
+
+    def engine_states(self) -> dict[str, str]:
+        """Every saved engine state: key -> the JSON text given to :meth:`record`.
+
+        Raises:
+            StoreUnavailable: the database failed.
+        """
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(engine_state_table.c.key, engine_state_table.c.state)).all()
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot read the engine state: {exc}") from exc
+        return {key: state for key, state in rows}
 
     # --- silences ---------------------------------------------------------------------------
 
@@ -443,12 +694,33 @@ class Store:
             )).mappings().all()
         return [_task(r) for r in rows]
 
-    def mark_escalated(self, task_id: int, now: datetime, outbox: Sequence[OutboxItem]) -> None:
-        """Record that an overdue task was escalated and queue its notifications."""
-        with self.engine.begin() as conn:
-            conn.execute(update(tasks_table).where(tasks_table.c.id == task_id).values(escalated_at=now))
-            _audit(conn, task_id, now, "system", "overdue_escalated", "")
-        self.record([], [], outbox, now=now)
+    def mark_escalated(self, task_id: int, now: datetime, outbox: Sequence[OutboxItem]) -> bool:
+        """Record that an overdue task was escalated and queue its notifications, once.
+
+        The conditional UPDATE (``WHERE escalated_at IS NULL``) lets one of any number of
+        concurrent callers escalate; only that one writes the audit line and the outbox items,
+        in the same transaction.
+
+        Returns:
+            True if this call escalated the task; False if it was already escalated (or unknown).
+
+        Raises:
+            StoreUnavailable: the database failed.
+        """
+        try:
+            with self.engine.begin() as conn:
+                done = conn.execute(
+                    update(tasks_table)
+                    .where(tasks_table.c.id == task_id, tasks_table.c.escalated_at.is_(None))
+                    .values(escalated_at=now)
+                )
+                if done.rowcount != 1:
+                    return False
+                _audit(conn, task_id, now, "system", "overdue_escalated", "")
+                _queue(conn, outbox, now)
+                return True
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot escalate task {task_id}: {exc}") from exc
 
     # --- outbox / delivery log ----------------------------------------------------------------
 
@@ -461,12 +733,61 @@ class Store:
                        outbox_table.c.next_attempt_at <= now)
                 .order_by(outbox_table.c.id).limit(limit)
             ).mappings().all()
-        return [
-            OutboxItem(idem_key=r["idem_key"], channel=r["channel"], recipient=r["recipient"],
-                       payload=json.loads(r["payload"]), alert_id=r["alert_id"], id=r["id"],
-                       attempts=r["attempts"])
-            for r in rows
-        ]
+        return [_outbox_item(r) for r in rows]
+
+    def claim_notifications(self, now: datetime, limit: int, worker: str,
+                            lease_s: float = 300.0) -> list[OutboxItem]:
+        """Take up to ``limit`` due notifications to send: they become ``sending``, claimed by ``worker``.
+
+        Due means pending with ``next_attempt_at <= now``, or ``sending`` but claimed more than
+        ``lease_s`` ago (its worker died mid-send). The claim is atomic: concurrent workers on
+        one database get disjoint items, so each notification gets one delivery attempt at a
+        time. The worker then settles each item with :meth:`mark_delivery`.
+
+        Args:
+            now: the current time (stamped as ``claimed_at``).
+            limit: the most items to claim.
+            worker: who claims them, e.g. ``host-pid``; at most 64 characters.
+            lease_s: how long a claim holds before another worker may take the item over;
+                longer than any send can take.
+
+        Returns:
+            The claimed items, oldest first.
+
+        Raises:
+            StoreUnavailable: the database failed.
+        """
+        o = outbox_table.c
+        due = or_(
+            (o.status == DeliveryStatus.PENDING.value) & (o.next_attempt_at <= now),
+            (o.status == DeliveryStatus.SENDING.value) & (o.claimed_at < now - timedelta(seconds=lease_s)),
+        )
+        claim = {"status": DeliveryStatus.SENDING.value, "claimed_by": worker, "claimed_at": now}
+        try:
+            with self.engine.begin() as conn:
+                if self._update_returning:
+                    # PostgreSQL: SKIP LOCKED lets concurrent claimers pass each other's rows
+                    # instead of queueing behind them; a row committed as claimed meanwhile no
+                    # longer matches ``due`` when rechecked. SQLite ignores FOR UPDATE: the
+                    # one UPDATE statement holds the database's write lock.
+                    ids = (select(o.id).where(due).order_by(o.id).limit(limit)
+                           .with_for_update(skip_locked=True))
+                    rows = conn.execute(
+                        update(outbox_table).where(o.id.in_(ids)).values(**claim).returning(outbox_table)
+                    ).mappings().all()
+                else:
+                    rows = []
+                    for (item_id,) in conn.execute(select(o.id).where(due).order_by(o.id).limit(limit)).all():
+                        # Conditional per row: a row another worker claimed meanwhile is skipped.
+                        done = conn.execute(
+                            update(outbox_table).where(o.id == item_id, due).values(**claim)
+                        )
+                        if done.rowcount == 1:
+                            rows.append(conn.execute(select(outbox_table).where(o.id == item_id))
+                                        .mappings().one())
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot claim notifications: {exc}") from exc
+        return [_outbox_item(r) for r in sorted(rows, key=lambda r: r["id"])]
 
     def delivered_recently(self, recipient: str, since: datetime) -> int:
         """How many messages a recipient was sent since ``since`` (rate limiting)."""
@@ -512,10 +833,46 @@ class Store:
         return out
 
     def pending_count(self) -> int:
-        """Notifications not yet delivered nor given up."""
+        """Notifications not yet delivered nor given up (pending, or being sent)."""
         with self.engine.connect() as conn:
-            return len(conn.execute(select(outbox_table.c.id).where(
-                outbox_table.c.status == DeliveryStatus.PENDING.value)).all())
+            return int(conn.execute(select(func.count()).select_from(outbox_table).where(
+                outbox_table.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value])
+            )).scalar_one())
+
+
+def _check_fence(conn: Any, fence: Fence) -> None:
+    """Raise :class:`PartitionLost` unless ``fence``'s advisory lock is granted to its pid."""
+    # pg_locks shows the two int4 keys as oid (unsigned 32-bit): -1 is 4294967295 there.
+    held = conn.execute(text(
+        "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = CAST(:c AS oid) "
+        "AND objid = CAST(:o AS oid) AND objsubid = 2 AND pid = :pid AND granted"
+    ), {"c": fence.classid & 0xFFFFFFFF, "o": fence.objid & 0xFFFFFFFF, "pid": fence.pid}).first()
+    if held is None:
+        raise PartitionLost(
+            f"advisory lock ({fence.classid}, {fence.objid}) is not held by backend {fence.pid}: "
+            f"the partition was lost, nothing written")
+
+
+def _queue(conn: Any, outbox: Sequence[OutboxItem], now: datetime) -> None:
+    """Insert outbox items, skipping any whose idempotency key is already queued."""
+    for item in outbox:
+        seen = conn.execute(
+            select(outbox_table.c.id).where(outbox_table.c.idem_key == item.idem_key)
+        ).first()
+        if seen:
+            continue
+        conn.execute(insert(outbox_table).values(
+            idem_key=item.idem_key, channel=item.channel, recipient=item.recipient,
+            alert_id=item.alert_id, payload=json.dumps(item.payload, ensure_ascii=False),
+            created_at=now, next_attempt_at=now, attempts=0,
+            status=DeliveryStatus.PENDING.value,
+        ))
+
+
+def _outbox_item(r: Any) -> OutboxItem:
+    return OutboxItem(idem_key=r["idem_key"], channel=r["channel"], recipient=r["recipient"],
+                      payload=json.loads(r["payload"]), alert_id=r["alert_id"], id=r["id"],
+                      attempts=r["attempts"])
 
 
 def _audit(conn: Any, task_id: int, at: datetime, actor: str, action: str, detail: str) -> None:
