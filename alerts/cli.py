@@ -1,9 +1,10 @@
-"""``weijian tasks ...``: list, show, claim and close tasks; the delivery log; silences; the API server."""
+"""``weijian tasks ...``: tasks, the delivery log, silences, the API server, schema migrations."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,6 +124,23 @@ def _silence_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from alerts.store import StoreUnavailable, migrate, shown_url
+
+    settings = load_settings(args.config)
+    where = shown_url(settings.tasks.url)
+    try:
+        before, after = migrate(settings.tasks.url, timeout_s=args.wait)
+    except StoreUnavailable as exc:
+        print(f"alerts database not migrated: {exc}", file=sys.stderr)
+        return 1
+    if before == after:
+        print(f"alerts database {where}: already at {after}")
+    else:
+        print(f"alerts database {where}: {before or '(empty)'} -> {after}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -162,6 +180,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--alert")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(handler=_notifications)
+    p = sub.add_parser("migrate", help="bring the alerts database to the newest schema, keeping its rows "
+                       "(every service also does this when it starts)")
+    p.add_argument("--wait", type=float, default=60.0, metavar="S",
+                   help="how long to wait for another process's migration (default 60)")
+    p.set_defaults(handler=_migrate)
     p = sub.add_parser("serve", help="serve the task HTTP JSON API (uvicorn; OpenAPI at /docs)")
     p.set_defaults(handler=_serve)
     p = sub.add_parser("silence", help="maintenance windows (calibration, cleaning): alerts stay quiet")
