@@ -131,7 +131,12 @@ def test_a_store_waits_for_a_migration_in_progress_on_postgresql(fresh_pg_url: s
 def test_a_store_waits_for_a_migration_in_progress_on_sqlite(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'tasks.sqlite'}"
     opened = threading.Event()
-    thread = threading.Thread(target=lambda: (Store(url).close(), opened.set()))
+
+    def open_store() -> None:
+        Store(url).close()
+        opened.set()
+
+    thread = threading.Thread(target=open_store)
     with (tmp_path / "tasks.sqlite.migrate.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         thread.start()
