@@ -22,9 +22,9 @@ import copy
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from weijian.contract import AlertState, Flag, GatewayState, GatewayStatus, Kind, Reading
 from weijian.rules import Grade, Rule, RuleType, Severity
@@ -43,6 +43,8 @@ __all__ = [
     "Transition",
     "TransitionKind",
     "alert_key",
+    "restore",
+    "snapshot",
     "step",
 ]
 
@@ -591,3 +593,71 @@ def step(state: EngineState, event: Event, now: datetime) -> tuple[EngineState, 
     else:
         state.silences.append(event.silence)
     return state, run.out
+
+
+# --- what survives a takeover ---------------------------------------------------------------
+# Times as whole microseconds since the epoch: exact, so a redelivered reading compares equal
+# to the last one judged (``ts <= last_seen``) and is not judged twice.
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_US: Final = timedelta(microseconds=1)
+
+
+def _us(at: datetime) -> int:
+    return (at - _EPOCH) // _US
+
+
+def _at(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def snapshot(state: EngineState) -> dict[str, Any]:
+    """The in-memory part of ``state`` that open alerts do not carry, as JSON-ready data.
+
+    Open alerts are rows of their own; silences are recorded where they are made. What is
+    left (last data time per device, rate-of-change references, last-empty times, gateways
+    offline and back online, the watch's start) is what :func:`restore` needs so that
+    pending durations, hysteresis and no-data timers go on across a takeover.
+    """
+    return {
+        "v": 1,
+        "last_seen": [[s, d, _us(t)] for (s, d), t in state.last_seen.items()],
+        "rate_ref": [[s, d, r, _us(t), v] for (s, d, r), (t, v) in state.rate_ref.items()],
+        "last_empty": [[s, d, r, _us(t)] for (s, d, r), t in state.last_empty.items()],
+        "offline": {g: _us(t) for g, t in state.offline.items()},
+        "back_online": {g: _us(t) for g, t in state.back_online.items()},
+        "started": None if state.started is None else _us(state.started),
+    }
+
+
+def restore(state: EngineState, data: Mapping[str, Any]) -> None:
+    """Merge a :func:`snapshot` into ``state``, for the devices and gateways ``state`` judges.
+
+    Several snapshots may be merged (the partitions were cut differently before): the newest
+    time wins for each device, and the earliest start.
+    """
+    devices = state.config.devices
+    gateways = {d.gateway_id for d in devices.values()}
+    for s, d, t in data.get("last_seen", ()):
+        if (s, d) in devices:
+            at = _at(t)
+            old = state.last_seen.get((s, d))
+            if old is None or at > old:
+                state.last_seen[(s, d)] = at
+    for s, d, r, t, v in data.get("rate_ref", ()):
+        if (s, d) in devices:
+            old_ref = state.rate_ref.get((s, d, r))
+            if old_ref is None or _at(t) > old_ref[0]:
+                state.rate_ref[(s, d, r)] = (_at(t), float(v))
+    for s, d, r, t in data.get("last_empty", ()):
+        if (s, d) in devices:
+            old = state.last_empty.get((s, d, r))
+            if old is None or _at(t) > old:
+                state.last_empty[(s, d, r)] = _at(t)
+    for name in ("offline", "back_online"):
+        target: dict[str, datetime] = getattr(state, name)
+        for g, t in data.get(name, {}).items():
+            if g in gateways and (g not in target or _at(t) > target[g]):
+                target[g] = _at(t)
+    started = data.get("started")
+    if started is not None and (state.started is None or _at(started) < state.started):
+        state.started = _at(started)

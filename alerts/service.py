@@ -14,16 +14,20 @@ alerts knows no MQTT and no InfluxDB: ingest publishes and stores the events.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 
 from alerts.dispatch import Dispatch, Plan, plan
 from alerts.engine import (
+    GATEWAY_OFFLINE_RULE,
     Acknowledge,
     AddSilence,
     DeviceInfo,
@@ -33,16 +37,18 @@ from alerts.engine import (
     Silence,
     Tick,
     Transition,
+    restore,
+    snapshot,
     step,
 )
 from alerts.notify import Notifier, OutboxWorker, build_channels
-from alerts.store import OutboxItem, Store, StoreUnavailable
+from alerts.store import Fence, OutboxItem, PartitionLost, Store, StoreUnavailable
 from weijian.config import Settings
 from weijian.contract import AlertEvent, AlertState, GatewayStatus, Reading
 from weijian.registry import Registry
 from weijian.rules import DEFAULT_RULES_DIR, load_rule_packs, rules_for_site
 
-__all__ = ["AlertService", "build_engine_config", "new_silence"]
+__all__ = ["AlertService", "AlertStage", "PartitionLost", "build_engine_config", "new_silence"]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +66,21 @@ def _identity(event: Event) -> str:
     return type(event).__name__
 
 
-def build_engine_config(settings: Settings, registry: Registry) -> tuple[EngineConfig, Dispatch]:
-    """Devices with the rules in force at each (overrides applied), and the dispatch context."""
+def build_engine_config(
+    settings: Settings, registry: Registry, scope: Collection[tuple[str, str]] | None = None
+) -> tuple[EngineConfig, Dispatch]:
+    """Devices with the rules in force at each (overrides applied), and the dispatch context.
+
+    Args:
+        settings: all settings.
+        registry: the site registry.
+        scope: only these ``(site_id, device_id)`` (one partition); None for every device.
+    """
     packs = load_rule_packs(settings.alerts.rules_dir or DEFAULT_RULES_DIR)
     devices = {}
     for site, device in registry.devices():
+        if scope is not None and (site.id, device.id) not in scope:
+            continue
         rules = tuple(
             r for r in rules_for_site(site, packs, site.overrides)
             if r.metric is None or r.metric in device.metrics
@@ -95,18 +111,35 @@ class AlertService:
     """
 
     def __init__(self, settings: Settings, registry: Registry, store: Store,
-                 channels: dict[str, Notifier], now: Callable[[], datetime]) -> None:
+                 channels: dict[str, Notifier], now: Callable[[], datetime], *,
+                 scope: Collection[tuple[str, str]] | None = None, state_key: str | None = None,
+                 fence: Callable[[], tuple[int, int, int] | None] | None = None,
+                 worker: OutboxWorker | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.store = store
         self.now = now
-        config, self.dispatch = build_engine_config(settings, registry)
+        config, self.dispatch = build_engine_config(settings, registry, scope)
         self.state = EngineState(config=config)
+        gateways = {d.gateway_id for d in config.devices.values()}
         for alert in store.open_alerts():  # a restart forgets no open alert and fires none twice
-            self.state.alerts[alert.key] = alert
+            if (alert.site_id, alert.device_id) in config.devices or (
+                alert.device_id in gateways and alert.rule_id == GATEWAY_OFFLINE_RULE.id
+            ):
+                self.state.alerts[alert.key] = alert
         self.state.silences.extend(store.silences())
-        self.worker = OutboxWorker(store, channels, settings.alerts, now=now)
+        self._state_key = state_key
+        self._fence = fence
+        if state_key is not None:
+            saved = store.engine_states()
+            rows = [saved[state_key]] if state_key in saved else list(saved.values())
+            for row in rows:  # another layout's rows when this partition has none of its own
+                restore(self.state, json.loads(row))
+        self._dirty = False
+        self._saved_at = time.monotonic()
+        self.worker = worker or OutboxWorker(store, channels, settings.alerts, now=now)
         self.readings = 0
+        self.degraded = False  # the last write failed: /healthz names the alerts stage
 
     @classmethod
     def from_settings(cls, settings: Settings, registry: Registry,
@@ -146,6 +179,7 @@ class AlertService:
                 log.exception("alerts.item_failed", extra={"item": _identity(event)})
                 continue
             transitions.extend(out)
+        self._dirty = self._dirty or bool(batch)
         if not transitions:
             return []
         p = plan(self.dispatch, transitions)
@@ -171,12 +205,42 @@ class AlertService:
         delay = _RECORD_RETRY_FIRST_S
         while True:
             try:
-                await asyncio.to_thread(self.store.record, p.alerts, p.tasks, p.outbox, p.audits, now)
+                state: tuple[str, str] | None = None
+                fence: Fence | None = None
+                if self._fence is not None:
+                    held = self._fence()  # ConnectionError while the coordinator reconnects
+                    fence = Fence(*held) if held is not None else None
+                if self._state_key is not None:
+                    state = (self._state_key, json.dumps(snapshot(self.state), separators=(",", ":")))
+                await asyncio.to_thread(self.store.record, p.alerts, p.tasks, p.outbox, p.audits, now,
+                                        state=state, fence=fence)
+                self._dirty = False
+                self._saved_at = time.monotonic()
+                self.degraded = False
                 return
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, ConnectionError) as exc:
+                self.degraded = True
                 log.error("alerts.store_unavailable", extra={"error": str(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RECORD_RETRY_MAX_S)
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """Whether judged readings wait for their state to be saved (and so for their PUBACK)."""
+        return self._dirty and time.monotonic() - self._saved_at >= self.settings.alerts.checkpoint_s
+
+    async def checkpoint(self) -> None:
+        """Save the engine state if anything was judged since the last save.
+
+        What was judged is acknowledged only after this (or a recording of transitions)
+        commits, so a successor that rebuilds the state judges no reading twice.
+
+        Raises:
+            PartitionLost: another process holds this partition now.
+        """
+        if self._dirty and self._state_key is not None:
+            await self._record(Plan(), self.now())
+        self._dirty = False
 
     async def tick(self, events: asyncio.Queue[AlertEvent] | None = None) -> None:
         """Clock work: new silences, acknowledgements, repeats, escalations, interruptions, overdue tasks.
@@ -196,8 +260,12 @@ class AlertService:
                 await self.handle(Acknowledge(alert_id, who), events)
         await self.handle(Tick(), events)
         now = self.now()
+        devices = self.state.config.devices
         for task in await asyncio.to_thread(self.store.overdue_tasks, now):
+            if (task["site_id"], task["device_id"]) not in devices and self._state_key is not None:
+                continue  # another partition's task (the gateway-offline ones: see below)
             p = _overdue_plan(self.dispatch, task, now)
+            # Conditional in the database: of several processes, one queues the messages.
             await asyncio.to_thread(self.store.mark_escalated, task["id"], now, p.outbox)
 
     def _claimed(self, alert_ids: list[str]) -> list[tuple[str, str]]:
@@ -249,6 +317,93 @@ class AlertService:
     def close(self) -> None:
         """Release the database."""
         self.store.close()
+
+
+class AlertStage:
+    """The alerts stage as ingest runs it: one database and outbox, one engine per partition.
+
+    Ingest wires it::
+
+        stage = AlertStage.from_settings(settings, registry)
+        await stage.open()                       # retries while the database is down
+        judge = await stage.partition("8/p3", devices, fence)  # state rebuilt from the database
+        await judge.handle_batch(items, events)  # then judge.checkpoint() before acknowledging
+        await stage.run()                        # the outbox worker, in its own task
+
+    Args:
+        settings: all settings.
+        registry: the site registry.
+        now: the clock.
+    """
+
+    def __init__(self, settings: Settings, registry: Registry, now: Callable[[], datetime]) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.now = now
+        self.store: Store | None = None
+        self.channels = build_channels(settings.sms, settings.alerts)
+        self.worker: OutboxWorker | None = None
+        self.error = ""
+        self._opening = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, registry: Registry,
+                      now: Callable[[], datetime] | None = None) -> AlertStage:
+        """Build the stage (no I/O yet: :meth:`open` connects)."""
+        from weijian.clock import Clock
+
+        return cls(settings, registry, now or Clock(settings.clock).now)
+
+    async def open(self) -> Store:
+        """Open the database (migrating it), retrying with backoff while it is unavailable."""
+        async with self._opening:
+            return await self._open()
+
+    async def _open(self) -> Store:
+        delay = _RECORD_RETRY_FIRST_S
+        while self.store is None:
+            try:
+                self.store = await asyncio.to_thread(
+                    Store, self.settings.tasks.url, self.settings.alerts.db_timeout_s
+                )
+            except StoreUnavailable as exc:
+                if str(exc) != self.error:
+                    log.error("alerts.store_unavailable", extra={"error": str(exc), "retry_in_s": delay})
+                self.error = str(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECORD_RETRY_MAX_S)
+        self.error = ""
+        if self.worker is None:
+            self.worker = OutboxWorker(self.store, self.channels, self.settings.alerts, now=self.now)
+        return self.store
+
+    async def partition(self, key: str, scope: Collection[tuple[str, str]],
+                        fence: Callable[[], tuple[int, int, int] | None]) -> AlertService:
+        """An engine for one partition, its open alerts and state loaded from the database.
+
+        Raises:
+            StoreUnavailable: the database failed while loading.
+        """
+        store = await self.open()
+        try:
+            return await asyncio.to_thread(
+                AlertService, self.settings, self.registry, store, self.channels, self.now,
+                scope=scope, state_key=key, fence=fence, worker=self.worker,
+            )
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot load the alerts of partition {key}: {exc}") from exc
+
+    async def run(self) -> None:
+        """Deliver notifications until cancelled (claimed before sending, once across processes)."""
+        await self.open()
+        assert self.worker is not None
+        async with httpx.AsyncClient() as client:
+            await self.worker.run(client)
+
+    def close(self) -> None:
+        """Release the database."""
+        if self.store is not None:
+            self.store.close()
 
 
 def _overdue_plan(d: Dispatch, task: dict[str, object], now: datetime) -> Plan:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 from array import array
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,12 +84,14 @@ class DedupStore:
         self.window = window
         self._batches = 0
 
-    async def load(self) -> SeqTracker:
-        """Rebuild the tracker from disk."""
+    async def load(self, wanted: Callable[[str], bool] = lambda _: True) -> SeqTracker:
+        """Rebuild the tracker from disk, for the gateways ``wanted`` accepts (one partition's)."""
 
         def _load(db: sqlite3.Connection) -> SeqTracker:
             tracker = SeqTracker(self.window)
             for gateway, max_seq, blob in db.execute("SELECT gateway, max_seq, seqs FROM seen_blocks"):
+                if not wanted(gateway):
+                    continue
                 state = tracker.gateways.setdefault(gateway, GatewaySeqs())
                 seqs = array("q")
                 seqs.frombytes(blob)
@@ -96,7 +99,8 @@ class DedupStore:
                 state.max_seq = max(state.max_seq, max_seq)
             tracker.prune()
             for gateway, missing in db.execute("SELECT gateway, missing FROM gaps"):
-                tracker.gateways.setdefault(gateway, GatewaySeqs()).missing = missing
+                if wanted(gateway):
+                    tracker.gateways.setdefault(gateway, GatewaySeqs()).missing = missing
             return tracker
 
         return await self._db.run(_load)

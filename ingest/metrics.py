@@ -37,12 +37,13 @@ class IngestMetrics:
         self.spool_depth = Gauge("ingest_spool_points", "Points waiting in the spool", registry=r)
         self.unacked = Gauge("ingest_unacked_messages", "Messages received, not yet acknowledged", registry=r)
         self.consumer_lag = Gauge(
-            "ingest_alerts_lag", "Items waiting for alerts (queue plus backlog)", registry=r
-        )
-        self.alerts_overflowed = Gauge(
-            "ingest_alerts_overflowed",
-            "Items that found the alerts queue full and went through the durable backlog",
+            "ingest_alerts_lag", "Readings judged by this process's alert sessions, not yet acknowledged",
             registry=r,
+        )
+        self.alerts_judged = Counter("ingest_alerts_judged", "Readings and statuses judged", registry=r)
+        self.partitions_held = Gauge("ingest_partitions_held", "Partitions this process runs", registry=r)
+        self.degraded = Gauge(
+            "ingest_stage_degraded", "1 while a stage cannot do its work", ["stage"], registry=r
         )
         self.seq_missing = Gauge("ingest_seq_missing", "Readings missing by seq", ["gateway_id"], registry=r)
         self.mqtt_sessions = Counter(

@@ -30,7 +30,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ingest.validate import Incoming
 from weijian.config import IngestSettings, MqttSettings
 
-__all__ = ["MqttIntake", "MqttLost"]
+__all__ = ["MqttIntake", "MqttLost", "SessionTakenOver", "Subscription"]
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,43 @@ class MqttLost(Exception):
     """The broker connection failed or closed; the session loop reconnects."""
 
 
+class SessionTakenOver(MqttLost):
+    """Another client connected with our client id (MQTT v5 reason 0x8E): the partition moved."""
+
+
+_SESSION_TAKEN_OVER = 0x8E
+_SUBSCRIBE_CHUNK = 500  # topic filters per SUBSCRIBE packet
+
+Subscription = tuple[str, SubscribeOptions]
+
+
 class MqttIntake:
     """One MQTT v5 connection: subscribe, collect messages in batches, acknowledge, publish."""
 
-    def __init__(self, mqtt_settings: MqttSettings, ingest: IngestSettings, *, client_id: str) -> None:
+    def __init__(
+        self,
+        mqtt_settings: MqttSettings,
+        ingest: IngestSettings,
+        *,
+        client_id: str,
+        keep: Callable[[bytes], bool] | None = None,
+        persistent: bool = True,
+    ) -> None:
+        """Prepare a connection.
+
+        Args:
+            mqtt_settings: ``[mqtt]``.
+            ingest: ``[ingest]`` (batch size, session expiry, receive maximum).
+            client_id: the MQTT client id (a partition's session is keyed by it).
+            keep: if given, messages whose topic it refuses are dropped unread (the
+                unknown-site catcher's QoS 0 copy of the stream).
+            persistent: a persistent session (``clean_start=False`` with an expiry), else a
+                clean one.
+        """
         self._mqtt = mqtt_settings
         self._ingest = ingest
+        self._keep = keep
+        self._persistent = persistent
         self._loop = asyncio.get_running_loop()
         client = _BufferedClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -209,9 +240,10 @@ class MqttIntake:
             self._connected.set_result(None)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        error = SessionTakenOver if getattr(rc, "value", None) == _SESSION_TAKEN_OVER else MqttLost
         for fut in (self._connected, self._subscribed, self.lost):
             if not fut.done():
-                fut.set_exception(MqttLost(f"disconnected: {rc}"))
+                fut.set_exception(error(f"disconnected: {rc}"))
         for fut in self._published.values():
             if not fut.done():
                 fut.set_exception(MqttLost(f"disconnected: {rc}"))
@@ -232,6 +264,8 @@ class MqttIntake:
 
     def _take(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
         self._received += 1
+        if self._keep is not None and not self._keep(topic):
+            return  # only the catcher filters, and it subscribes at QoS 0: nothing to acknowledge
         try:
             name = topic.decode()
         except UnicodeDecodeError:  # the broker checks UTF-8 topics; be safe anyway
@@ -246,6 +280,10 @@ class MqttIntake:
             topic = message.topic
         except UnicodeDecodeError:  # the broker checks UTF-8 topics; be safe anyway
             topic = message._topic.decode("utf-8", "replace")
+        if self._keep is not None and not self._keep(message._topic):
+            if message.qos:
+                self._client.ack(message.mid, message.qos)
+            return
         self._pending.append(Incoming(topic, bytes(message.payload), message.mid, message.qos))
         if len(self._pending) >= self._ingest.batch_size:
             self._have_batch.set()
@@ -325,14 +363,14 @@ class MqttIntake:
         self._loop.remove_writer(sock)
         self._sock = None
 
-    async def connect(self, subscriptions: list[str], status_filter: str) -> None:
-        """Connect with a persistent session and subscribe (QoS 1).
+    async def connect(self, subscriptions: list[Subscription]) -> None:
+        """Connect (persistent session unless told otherwise) and subscribe.
 
         Raises:
             MqttLost: refused, unreachable or timed out (after ``[mqtt] timeout_s``).
         """
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self._ingest.session_expiry_s
+        props.SessionExpiryInterval = self._ingest.session_expiry_s if self._persistent else 0
         props.ReceiveMaximum = self._ingest.receive_maximum
         try:
             async with asyncio.timeout(self._mqtt.timeout_s):
@@ -342,7 +380,7 @@ class MqttIntake:
                     self._mqtt.host,
                     self._mqtt.port,
                     self._mqtt.keepalive_s,
-                    clean_start=False,
+                    clean_start=not self._persistent,
                     properties=props,
                 )
                 sock = self._client.socket()
@@ -361,9 +399,10 @@ class MqttIntake:
                 # Not waiting for the SUBACK: a resumed session's queue (up to receive_maximum
                 # messages) arrives before it, and on a slow machine would outlast the timeout,
                 # making a reconnect loop. A refused subscription fails the session instead.
-                self._client.subscribe(
-                    [(topic, SubscribeOptions(qos=1)) for topic in [*subscriptions, status_filter]]
-                )
+                # Plain subscriptions in a persistent session: Mosquitto restores them from its
+                # persistence file after a restart (it does not restore $share ones).
+                for i in range(0, len(subscriptions), _SUBSCRIBE_CHUNK):
+                    self._client.subscribe(subscriptions[i : i + _SUBSCRIBE_CHUNK])
         except (OSError, TimeoutError) as exc:
             raise MqttLost(f"cannot connect to {self._mqtt.host}:{self._mqtt.port}: {exc!r}") from exc
 

@@ -1,8 +1,19 @@
-"""The ingest shell: owns the MQTT session, the stores, the tasks and shutdown. No parsing, no rules.
+"""The ingest shell: owns the partitions, their MQTT sessions, the stores, the tasks and shutdown.
 
-Per batch: classify (``validate.py``), drop duplicates (``dedup.py``), format
-(``lineproto.py``), make durable (``store.py``: InfluxDB or spool), quarantine the refused,
-persist the seen seqs, hand off to alerts (``handoff.py``), and only then acknowledge.
+The registry is cut into fixed partitions (``partitions.py``); a coordinator (``coordinate.py``)
+gives each partition to one process at a time. For each partition it holds, a process runs
+two persistent MQTT sessions with plain subscriptions, which Mosquitto restores after a restart:
+
+- **storage** (``{client_id}-p{n}``), per batch: classify (``validate.py``), drop duplicates
+  (``dedup.py``), format (``lineproto.py``), make durable (``store.py``: InfluxDB or spool),
+  quarantine the refused, persist the seen seqs, and only then acknowledge;
+- **alerts** (``{client_id}-p{n}-alerts``): classify, judge in order with the partition's own
+  engine (state rebuilt from the database when the partition is taken over), record, and
+  acknowledge only once the engine state is saved. While the alerts database is down, these
+  messages wait in the broker's session for the partition: storage goes on.
+
+A third, clean QoS 0 connection of the process publishes alert events, and the holder of the
+first partition also catches readings of sites absent from the registry, to quarantine them.
 """
 
 from __future__ import annotations
@@ -11,36 +22,77 @@ import asyncio
 import importlib
 import logging
 import random
+import tempfile
+import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest.coordinate import Coordinator, LocalCoordinator, PgCoordinator
 from ingest.dedup import DedupStore, SeqTracker
 from ingest.errors import AlertsUnavailable
-from ingest.handoff import AlertHandoff
 from ingest.influx_v1 import InfluxV1Writer
 from ingest.lineproto import alert_line, reading_line
 from ingest.metrics import IngestMetrics, serve_http
+from ingest.partitions import Partition, partition_registry
 from ingest.quarantine import QuarantineStore
-from ingest.receive import MqttIntake, MqttLost
+from ingest.receive import MqttIntake, MqttLost, SessionTakenOver, Subscription
 from ingest.spool import Spool
 from ingest.store import InfluxWriter, Storage
-from ingest.validate import Incoming, Quarantined, classify_batch
+from ingest.validate import Incoming, Quarantined, classify, classify_batch
 from weijian.clock import Clock
 from weijian.config import Settings
-from weijian.contract import AlertEvent, GatewayStatus, Reading, alert_topic, reading_subscription
+from weijian.contract import AlertEvent, GatewayStatus, Reading, alert_topic
 from weijian.registry import Registry
 
-__all__ = ["AlertsRunner", "IngestService", "make_writer"]
+__all__ = ["AlertJudge", "AlertsStage", "IngestService", "make_writer"]
 
 log = logging.getLogger(__name__)
 
 # Batches in progress at once: while one is being written to InfluxDB, the next is parsed.
 _PIPELINE_DEPTH = 2
+_BACKOFF_CAP_S = 30.0
+_GOOD_SESSION_S = 10.0  # a session that lasted this long resets the reconnection backoff
 
-# ``await runner(inbox, events)``: the alert engine's entry point (alerts.service.AlertService.run).
-AlertsRunner = Callable[[asyncio.Queue[Any], asyncio.Queue[AlertEvent]], Coroutine[Any, Any, None]]
+
+class AlertJudge(Protocol):
+    """One partition's alert engine (``alerts.service.AlertService``), as ingest uses it."""
+
+    degraded: bool
+
+    async def handle_batch(self, batch: list[Any], events: asyncio.Queue[AlertEvent] | None) -> Any:
+        """Judge items in order; record any transitions (retrying while the database is down)."""
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """Whether judged items wait for their state to be saved."""
+
+    async def checkpoint(self) -> None:
+        """Save the engine state; raises ``PartitionLost`` if the partition moved."""
+
+    async def tick(self, events: asyncio.Queue[AlertEvent] | None) -> None:
+        """Clock work."""
+
+
+class AlertsStage(Protocol):
+    """The alerts stage (``alerts.service.AlertStage``), loaded only when ``[ingest] alerts``."""
+
+    error: str
+
+    async def partition(
+        self, key: str, scope: Collection[tuple[str, str]], fence: Callable[[], tuple[int, int, int] | None]
+    ) -> AlertJudge:
+        """An engine for one partition."""
+
+    async def run(self) -> None:
+        """The outbox worker."""
+
+    def close(self) -> None:
+        """Release the database."""
 
 
 def make_writer(settings: Settings) -> InfluxWriter:
@@ -52,17 +104,44 @@ def make_writer(settings: Settings) -> InfluxWriter:
     return InfluxV1Writer(settings.influx)
 
 
-def _load_alerts(settings: Settings, registry: Registry) -> AlertsRunner:
+def _load_alerts(settings: Settings, registry: Registry, clock: Callable[[], datetime]) -> AlertsStage:
     try:
         module = importlib.import_module("alerts.service")
-        service = module.AlertService.from_settings(settings, registry)
+        stage: AlertsStage = module.AlertStage.from_settings(settings, registry, clock)
     except (ImportError, AttributeError) as exc:
         raise AlertsUnavailable(
             f"[ingest] alerts = true, but the alerts stage cannot be loaded ({exc}); "
             "set WEIJIAN_INGEST__ALERTS=false to run ingest without alert evaluation"
         ) from exc
-    runner: AlertsRunner = service.run
-    return runner
+    return stage
+
+
+def _partition_lost(exc: BaseException) -> bool:
+    """``alerts.store.PartitionLost`` without importing the inside of another stage."""
+    return type(exc).__name__ == "PartitionLost"
+
+
+class _Backoff:
+    """Exponential backoff with full jitter, reset by a session that went well."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self.attempt = 0
+
+    def next_delay(self, lasted_s: float) -> float:
+        if lasted_s >= _GOOD_SESSION_S:
+            self.attempt = 0
+        delay = self._rng.uniform(0, min(_BACKOFF_CAP_S, 0.5 * 2**self.attempt))
+        self.attempt += 1
+        return delay
+
+
+async def _sleep_unless(stop: asyncio.Event, delay: float) -> None:
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        pass
 
 
 class IngestService:
@@ -73,10 +152,11 @@ class IngestService:
         settings: Settings,
         registry: Registry,
         *,
-        alerts: AlertsRunner | None = None,
+        alerts: AlertsStage | None = None,
         clock: Callable[[], datetime] | None = None,
         writer: InfluxWriter | None = None,
         rng: random.Random | None = None,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -86,10 +166,11 @@ class IngestService:
         self._rng = rng or random.Random()
         self._root = settings.mqtt.topic_root
         self._district = {site_id: site.district for site_id, site in registry.sites.items()}
+        self.partitions = {p.index: p for p in partition_registry(registry, cfg.partitions) if p.sites}
+        self._first_partition = min(self.partitions, default=-1)
         self.quarantine = QuarantineStore(cfg.quarantine_path)
         self.spool = Spool(cfg.spool_path, cfg.spool_max_points)
         self._dedup = DedupStore(cfg.dedup_path, cfg.dedup_window)
-        self.tracker = SeqTracker(cfg.dedup_window)
         self.storage = Storage(
             writer or make_writer(settings),
             self.spool,
@@ -100,37 +181,66 @@ class IngestService:
             rng=self._rng,
         )
         if alerts is None and cfg.alerts:
-            alerts = _load_alerts(settings, registry)
+            alerts = _load_alerts(settings, registry, self._now)
         self._alerts = alerts
-        self.handoff = AlertHandoff(self.spool, cfg.alerts_inbox_size) if alerts else None
-        if self.handoff is not None:
-            handoff = self.handoff  # read when scraped, so the figures are current when idle
-            self.metrics.consumer_lag.set_function(lambda: handoff.lag)
-            self.metrics.alerts_overflowed.set_function(lambda: handoff.overflowed)
+        self.coordinator = coordinator or self._make_coordinator()
         self.events: asyncio.Queue[AlertEvent] = asyncio.Queue(maxsize=cfg.alerts_events_size)
-        self._intake: MqttIntake | None = None
-        self._session_intake: MqttIntake | None = None
+        self._control: MqttIntake | None = None
+        self._runners: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._judges: dict[int, AlertJudge] = {}
         self._unacked = 0
+        self._alerts_unacked = 0
+        self._subscribed: set[str] = set()
+        self.intakes: dict[str, MqttIntake] = {}  # the live sessions by name (p3, a3), for tests
         self.http_port: int | None = None
+        self.metrics.consumer_lag.set_function(lambda: self._alerts_unacked)
+        self.metrics.partitions_held.set_function(lambda: len(self._runners))
 
-    # --- the batch pipeline --------------------------------------------------------------
+    def _make_coordinator(self) -> Coordinator:
+        cfg = self.settings.ingest
+        url = self.settings.tasks.url
+        mode = cfg.coordination
+        if mode == "auto":
+            mode = "postgres" if url.startswith(("postgresql:", "postgresql+psycopg:")) else "local"
+        indices = sorted(self.partitions)
+        if mode == "postgres":
+            return PgCoordinator(url, cfg.client_id, indices, interval_s=cfg.claim_interval_s,
+                                 member_timeout_s=cfg.member_timeout_s,
+                                 connect_timeout_s=self.settings.alerts.db_timeout_s)
+        return LocalCoordinator(self._lock_path(), indices)
+
+    def _lock_path(self) -> Path:
+        """Where a standby waits: beside the SQLite tasks database, else in the temp directory."""
+        cfg = self.settings.ingest
+        if cfg.lock_path is not None:
+            return cfg.lock_path
+        url = self.settings.tasks.url
+        if cfg.alerts and url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite:///") + f".{cfg.client_id}.lock")
+        return Path(tempfile.gettempdir()) / f"weijian-{cfg.client_id}.lock"
+
+    # --- the storage pipeline ------------------------------------------------------------
 
     async def _process(
-        self, intake: MqttIntake, batch: list[Incoming], after: asyncio.Task[None] | None = None
+        self,
+        intake: MqttIntake,
+        tracker: SeqTracker,
+        batch: list[Incoming],
+        after: asyncio.Task[None] | None = None,
     ) -> None:
         """One batch, from bytes to acknowledged.
 
         Up to the first ``await`` (classify, deduplicate, format) batches run strictly in
         order. Storage may then overlap with the next batch's. The rest (:meth:`_finish`) waits
-        for ``after``, the batch before, so the dedup store, alerts and the PUBACKs (MQTT-4.6.0-2)
-        see the batches in the order the messages came.
+        for ``after``, the batch before, so the dedup store and the PUBACKs (MQTT-4.6.0-2)
+        see the batches in the order the messages came. A batch whose storage fails with an
+        unexpected error is quarantined and acknowledged, never retried forever.
         """
         if not batch:
             if after is not None:
                 await after
             return
         m = self.metrics
-        tracker = self.tracker
         self._unacked += len(batch)
         m.unacked.set(self._unacked)
         now = self._now()
@@ -146,10 +256,18 @@ class IngestService:
         if len(new) != len(readings):
             m.duplicates.inc(len(readings) - len(new))
         if new:
-            district = self._district
-            body = "\n".join([reading_line(r, district[r.site_id]) for r in new]).encode()
-            await self.storage.store(body, len(new))
-            m.accepted.inc(len(new))
+            try:
+                district = self._district
+                body = "\n".join([reading_line(r, district[r.site_id]) for r in new]).encode()
+                await self.storage.store(body, len(new))
+                m.accepted.inc(len(new))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a poison batch must not become a crash loop
+                log.exception("batch.store_failed", extra={"readings": len(new)})
+                detail = f"{type(exc).__name__}: {exc}"[:500]
+                refused += [Quarantined("", r.model_dump_json().encode(), "store_failed", "batch", detail)
+                            for r in new]
         if refused:
             await self.quarantine.add(refused, now)
             for q in refused:
@@ -157,66 +275,54 @@ class IngestService:
         if after is not None:
             await after
         # Shielded: a lost connection cuts a batch before this point (nothing of it is marked
-        # seen; the broker redelivers it) or not at all, so a batch the dedup store knows as
-        # seen has always reached alerts too.
-        await asyncio.shield(self._finish(intake, batch, tracker, seen, [*new, *statuses]))
+        # seen; the broker redelivers it) or not at all.
+        await asyncio.shield(self._finish(intake, tracker, batch, seen))
 
     async def _finish(
-        self,
-        intake: MqttIntake,
-        batch: list[Incoming],
-        tracker: SeqTracker,
-        seen: list[tuple[str, int]],
-        items: list[Reading | GatewayStatus],
+        self, intake: MqttIntake, tracker: SeqTracker, batch: list[Incoming], seen: list[tuple[str, int]]
     ) -> None:
-        """Persist the batch's seqs, hand it to alerts, acknowledge it."""
+        """Persist the batch's seqs, acknowledge it."""
         m = self.metrics
         if seen:
             await self._dedup.save(seen, tracker)
             tracker.prune()
             for gateway in {g for g, _ in seen}:
-                m.seq_missing.labels(gateway).set(tracker.gateways[gateway].missing)
-        if self.handoff is not None and items:
-            await self.handoff.offer(items)
+                if gateway in self.registry.gateways:  # the client does not choose our series
+                    m.seq_missing.labels(gateway).set(tracker.gateways[gateway].missing)
         intake.ack(batch)  # a no-op if this batch's session is gone: the broker redelivers it
-        if intake is self._session_intake:
-            self._unacked -= len(batch)
-            m.unacked.set(self._unacked)
+        self._unacked -= len(batch)
+        m.unacked.set(self._unacked)
 
     async def _store_rejected(self, body: bytes, detail: str) -> None:
         entry = Quarantined("", body, "store_rejected", "batch", detail)
         await self.quarantine.add([entry], self._now())
         self.metrics.rejected.labels("store_rejected").inc()
 
-    # --- MQTT session with reconnection -----------------------------------------------------
-
-    async def _session(self, stop: asyncio.Event) -> None:
+    async def _storage_session(self, part: Partition, stop: asyncio.Event) -> None:
         cfg = self.settings.ingest
-        intake = MqttIntake(self.settings.mqtt, cfg, client_id=cfg.client_id)
+        intake = MqttIntake(self.settings.mqtt, cfg, client_id=f"{cfg.client_id}-p{part.index}")
+        self.intakes[f"p{part.index}"] = intake
         # What the last session admitted but never stored is redelivered: forget it, and
-        # remember only the seqs made durable (a batch cut short by a lost connection may
-        # have been admitted in memory; its redelivered copies must not count as duplicates).
-        self.tracker = await self._dedup.load()
-        self._unacked = 0
-        self._session_intake = intake
+        # remember only the seqs made durable.
+        gateways = self.registry.gateways
+        tracker = await self._dedup.load(lambda g: g in part.gateways or g not in gateways)
         try:
-            await intake.connect(
-                [f"$share/{cfg.shared_group}/{reading_subscription(self._root)}"],
-                f"{self._root}/gateways/+/status",
-            )
+            # Statuses too, so a malformed one is quarantined here even with alerts off.
+            await intake.connect(self._subscriptions(part))
             async with asyncio.TaskGroup() as tg:
-                keepalive = tg.create_task(intake.keepalive(), name="mqtt-keepalive")
+                keepalive = tg.create_task(intake.keepalive(), name=f"mqtt-keepalive-p{part.index}")
                 in_flight: deque[asyncio.Task[None]] = deque()
                 last: asyncio.Task[None] | None = None
+                counted = False
                 while not stop.is_set():
                     batch = await intake.next_batch(cfg.batch_interval_s)
-                    if self._intake is None and intake.is_subscribed:  # ready: /healthz says ok
-                        self._intake = intake
-                        self.metrics.mqtt_connected.set(1)
+                    if not counted and intake.is_subscribed:
+                        counted = True
                         self.metrics.mqtt_sessions.inc()
+                        self._subscribed.add(f"p{part.index}")
                     if not batch:
                         continue
-                    last = tg.create_task(self._process(intake, batch, last), name="ingest-batch")
+                    last = tg.create_task(self._process(intake, tracker, batch, last), name="ingest-batch")
                     in_flight.append(last)
                     while in_flight and (len(in_flight) >= _PIPELINE_DEPTH or in_flight[0].done()):
                         # Wait for the oldest batch, but notice a lost connection meanwhile.
@@ -225,33 +331,202 @@ class IngestService:
                             intake.lost.result()  # raises MqttLost: the batches in flight are cut
                         await in_flight.popleft()
                 intake.stop_reading()  # 1. take no new work
-                await self._process(intake, intake.take_pending(), last)  # 2. finish what we took, ack
+                await self._process(intake, tracker, intake.take_pending(), last)  # 2. finish, ack
                 await intake.disconnect()  # 3. the session stays on the broker
                 keepalive.cancel()
         finally:
+            self._subscribed.discard(f"p{part.index}")
             intake.close()
-            self._intake = None
-            self.metrics.mqtt_connected.set(0)
 
-    async def _sessions(self, stop: asyncio.Event) -> None:
-        attempt = 0
-        while not stop.is_set():
+    def _subscriptions(self, part: Partition) -> list[Subscription]:
+        # Retained statuses only when the subscription is new: afterwards the engine state has them.
+        topics: list[Subscription] = [(t, SubscribeOptions(qos=1)) for t in part.reading_topics(self._root)]
+        topics += [(t, SubscribeOptions(qos=1, retainHandling=1)) for t in part.status_topics(self._root)]
+        return topics
+
+    # --- the alerts pipeline -------------------------------------------------------------
+
+    async def _judge(self, part: Partition) -> AlertJudge:
+        assert self._alerts is not None
+        key = f"{len(self.partitions)}/{self.settings.ingest.partitions}/p{part.index}"
+        judge = await self._alerts.partition(key, part.devices, lambda: self.coordinator.fence(part.index))
+        self._judges[part.index] = judge
+        return judge
+
+    async def _alerts_session(self, part: Partition, stop: asyncio.Event) -> None:
+        cfg = self.settings.ingest
+        judge = self._judges.get(part.index) or await self._judge(part)
+        intake = MqttIntake(self.settings.mqtt, cfg, client_id=f"{cfg.client_id}-p{part.index}-alerts")
+        self.intakes[f"a{part.index}"] = intake
+        topics = self._subscriptions(part)
+        waiting: list[Incoming] = []  # judged, to be acknowledged after the next save
+        interval = self.settings.alerts.batch_interval_s
+        tick_every = self.settings.alerts.tick_s
+        ticked = time.monotonic()
+        try:
+            await intake.connect(topics)
+            async with asyncio.TaskGroup() as tg:
+                keepalive = tg.create_task(intake.keepalive(), name=f"mqtt-keepalive-a{part.index}")
+                while not stop.is_set():
+                    batch = await intake.next_batch(interval)
+                    if intake.is_subscribed:
+                        self._subscribed.add(f"a{part.index}")
+                    if batch:
+                        items = self._alert_items(batch)
+                        self.metrics.alerts_judged.inc(len(items))
+                        self._alerts_unacked += len(batch)
+                        waiting += batch
+                        if await judge.handle_batch(items, self.events):
+                            waiting = self._ack_judged(intake, waiting)  # recorded with the state
+                    if time.monotonic() - ticked >= tick_every:
+                        ticked = time.monotonic()
+                        await judge.tick(self.events)
+                    if waiting and judge.checkpoint_due:
+                        await judge.checkpoint()
+                        waiting = self._ack_judged(intake, waiting)
+                intake.stop_reading()
+                rest = intake.take_pending()
+                if rest:
+                    await judge.handle_batch(self._alert_items(rest), self.events)
+                    waiting += rest
+                    self._alerts_unacked += len(rest)
+                await judge.checkpoint()
+                waiting = self._ack_judged(intake, waiting)
+                await intake.disconnect()
+                keepalive.cancel()
+        finally:
+            self._subscribed.discard(f"a{part.index}")
+            self._alerts_unacked -= len(waiting)
+            intake.close()
+
+    def _ack_judged(self, intake: MqttIntake, waiting: list[Incoming]) -> list[Incoming]:
+        intake.ack(waiting)
+        self._alerts_unacked -= len(waiting)
+        return []
+
+    def _alert_items(self, batch: list[Incoming]) -> list[Reading | GatewayStatus]:
+        """What alerts judges, in arrival order; the storage session quarantines the rest."""
+        now = self._now()
+        items: list[Reading | GatewayStatus] = []
+        for message in batch:
             try:
-                await self._session(stop)
-                attempt = 0
-            except* MqttLost as group:
-                delay = self._rng.uniform(0, min(30.0, 0.5 * 2**attempt))
-                attempt += 1
-                log.warning(
-                    "mqtt.lost", extra={"error": str(group.exceptions[0]), "retry_in_s": round(delay, 2)}
-                )
-                try:
-                    async with asyncio.timeout(delay):
-                        await stop.wait()
-                except TimeoutError:
-                    pass
+                verdict = classify(message.topic, message.payload, root=self._root, now=now,
+                                   registry=self.registry)
+            except Exception:  # counted and quarantined by the storage session
+                continue
+            if isinstance(verdict, Reading | GatewayStatus):
+                items.append(verdict)
+        return items
 
-    # --- alert events out ---------------------------------------------------------------------
+    # --- a partition: both sessions, each in its own reconnection loop -----------------------
+
+    async def _keep_running(
+        self,
+        name: str,
+        session: Callable[[], Coroutine[Any, Any, None]],
+        stop: asyncio.Event,
+        moved: asyncio.Event,
+    ) -> None:
+        """Run ``session`` until ``stop``; reconnect after failures. A stage failing stays alone.
+
+        A session taken over by another client with the same id (the partition moved) or an
+        alerts write refused by the fence sets ``moved``: the partition is given up.
+        """
+        backoff = _Backoff(self._rng)
+        while not stop.is_set() and not moved.is_set():
+            began = time.monotonic()
+            error = ""
+            try:
+                await session()
+                continue
+            except* SessionTakenOver:
+                log.warning("partition.taken_over", extra={"session": name})
+                moved.set()
+            except* MqttLost as group:
+                error = str(group.exceptions[0])
+            except* Exception as group:
+                if any(_partition_lost(e) for e in group.exceptions):
+                    log.warning("partition.lost", extra={"session": name})
+                    moved.set()
+                else:
+                    log.error("session.failed", extra={"session": name, "error": repr(group.exceptions[0])},
+                              exc_info=group.exceptions[0])
+                    error = repr(group.exceptions[0])
+            if moved.is_set():
+                return
+            delay = backoff.next_delay(time.monotonic() - began)
+            log.warning("mqtt.lost", extra={"session": name, "error": error, "retry_in_s": round(delay, 2)})
+            await _sleep_unless(stop, delay)
+
+    async def _run_partition(self, part: Partition, stop: asyncio.Event) -> None:
+        moved = asyncio.Event()
+        quit_ = asyncio.Event()
+
+        async def watch() -> None:
+            await asyncio.wait([asyncio.ensure_future(stop.wait()), asyncio.ensure_future(moved.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+            quit_.set()
+
+        n = part.index
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(watch(), name=f"partition-watch-{n}")
+            tg.create_task(self._keep_running(f"p{n}", lambda: self._storage_session(part, quit_), quit_,
+                                              moved), name=f"storage-p{n}")
+            if self._alerts is not None:
+                tg.create_task(self._keep_running(f"p{n}-alerts", lambda: self._alerts_session(part, quit_),
+                                                  quit_, moved), name=f"alerts-p{n}")
+            if n == self._first_partition and self.settings.ingest.catch_unknown_sites:
+                tg.create_task(self._keep_running("strays", lambda: self._strays_session(quit_), quit_,
+                                                  moved), name="strays")
+        self._judges.pop(n, None)
+        if moved.is_set() and not stop.is_set():
+            stop.set()  # tell the manager: this partition is no longer ours
+
+    async def _strays_session(self, stop: asyncio.Event) -> None:
+        """Quarantine readings of sites absent from the registry (QoS 0: nothing is queued)."""
+        cfg = self.settings.ingest
+        prefix = (self._root + "/").encode()
+        known = {s.encode() for s in self.registry.sites}
+
+        def keep(topic: bytes) -> bool:
+            return not topic.startswith(prefix) or topic[len(prefix):].split(b"/", 1)[0] not in known
+
+        intake = MqttIntake(self.settings.mqtt, cfg, client_id=f"{cfg.client_id}-strays-{id(self):x}",
+                            keep=keep, persistent=False)
+        try:
+            await intake.connect([(f"{self._root}/+/+/reading", SubscribeOptions(qos=0))])
+            async with asyncio.TaskGroup() as tg:
+                keepalive = tg.create_task(intake.keepalive(), name="mqtt-keepalive-strays")
+                while not stop.is_set():
+                    batch = await intake.next_batch(cfg.batch_interval_s)
+                    if batch:
+                        _, _, refused = classify_batch(batch, root=self._root, now=self._now(),
+                                                       registry=self.registry)
+                        if refused:
+                            await self.quarantine.add(refused, self._now())
+                            for q in refused:
+                                self.metrics.rejected.labels(q.reason).inc()
+                await intake.disconnect()
+                keepalive.cancel()
+        finally:
+            intake.close()
+
+    # --- the process's own connection: alert events out --------------------------------------
+
+    async def _control_session(self, stop: asyncio.Event) -> None:
+        cfg = self.settings.ingest
+        intake = MqttIntake(self.settings.mqtt, cfg, client_id=f"{cfg.client_id}-events-{id(self):x}",
+                            persistent=False)
+        try:
+            await intake.connect([])
+            self._control = intake
+            self.metrics.mqtt_connected.set(1)
+            await intake.keepalive()  # returns when the connection is lost
+            intake.lost.result()
+        finally:
+            self._control = None
+            self.metrics.mqtt_connected.set(0)
+            intake.close()
 
     async def _publish_events(self) -> None:
         while True:
@@ -259,7 +534,7 @@ class IngestService:
             await self.storage.store(alert_line(event).encode(), 1)
             payload = event.model_dump_json().encode()
             while True:
-                intake = self._intake
+                intake = self._control
                 if intake is not None:
                     try:
                         await intake.publish(alert_topic(self._root, event.site_id), payload)
@@ -268,16 +543,76 @@ class IngestService:
                         log.warning("alert.publish_failed", extra={"error": str(exc)})
                 await asyncio.sleep(0.5)
 
+    # --- partitions: claim, run, give back ----------------------------------------------------
+
+    def _start(self, tg: asyncio.TaskGroup, index: int) -> None:
+        stop = asyncio.Event()
+        task = tg.create_task(self._run_partition(self.partitions[index], stop), name=f"partition-{index}")
+        self._runners[index] = (task, stop)
+        log.info("partition.started", extra={"partition": index})
+
+    async def _stop(self, index: int) -> None:
+        task, stop = self._runners.pop(index)
+        stop.set()
+        await asyncio.wait([task])
+        log.info("partition.stopped", extra={"partition": index})
+
+    async def _manage(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> None:
+        coordinator = self.coordinator
+        interval = self.settings.ingest.claim_interval_s
+        while not stop.is_set():
+            result = await coordinator.round()
+            for index in sorted(result.lost):
+                if index in self._runners:
+                    await self._stop(index)
+            for index in sorted(result.surplus):  # a process joined: give this one back cleanly
+                if index in self._runners:
+                    await self._stop(index)
+                await coordinator.unlock(index)
+            for index in sorted(result.claimed):
+                if index not in self._runners:
+                    self._start(tg, index)
+            for index, (task, run_stop) in list(self._runners.items()):
+                if run_stop.is_set() or task.done():  # moved away under us: give it up
+                    await self._stop(index)
+                    await coordinator.unlock(index)
+            await _sleep_unless(stop, interval)
+        for index in list(self._runners):
+            await self._stop(index)
+
     # --- the whole service -------------------------------------------------------------------
 
+    @property
+    def ready(self) -> bool:
+        """Connected, holding partitions, and every session of them subscribed."""
+        want = {f"p{i}" for i in self._runners}
+        if self._alerts is not None:
+            want |= {f"a{i}" for i in self._runners}
+        return self._control is not None and bool(want) and want <= self._subscribed
+
     def health(self) -> dict[str, Any]:
-        """What ``/healthz`` says: ok while connected to the broker."""
+        """What ``/healthz`` says: ok while connected to the broker; each stage's state."""
+        influx_ok = self.storage.is_healthy
+        alerts_ok = self._alerts is None or (
+            not self._alerts.error and not any(j.degraded for j in self._judges.values())
+        )
+        coordinator_ok = getattr(self.coordinator, "is_connected", True)
+        degraded = [name for name, ok in (("influx", influx_ok), ("alerts", alerts_ok),
+                                          ("coordinator", coordinator_ok)) if not ok]
+        for stage in ("influx", "alerts", "coordinator"):
+            self.metrics.degraded.labels(stage).set(1 if stage in degraded else 0)
         return {
-            "ok": self._intake is not None,
-            "mqtt_connected": self._intake is not None,
-            "influx_healthy": self.storage.is_healthy,
+            "ok": self._control is not None,
+            "ready": self.ready,
+            "mqtt_connected": self._control is not None,
+            "influx_healthy": influx_ok,
+            "alerts_healthy": alerts_ok,
+            "coordinator_connected": coordinator_ok,
+            "degraded": degraded,
+            "partitions": sorted(self._runners),
+            "members": getattr(self.coordinator, "members", 1),
             "spool_points": self.spool.points,
-            "alerts_lag": self.handoff.lag if self.handoff else 0,
+            "alerts_lag": self._alerts_unacked,
         }
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -289,19 +624,22 @@ class IngestService:
         if cfg.metrics_port is not None:
             server = await serve_http(cfg.metrics_host, cfg.metrics_port, self.metrics, self.health)
             self.http_port = server.sockets[0].getsockname()[1]
-        log.info(
-            "ingest.started", extra={"spool_points": self.spool.points, "alerts": self._alerts is not None}
-        )
+        started = {"spool_points": self.spool.points, "partitions": len(self.partitions),
+                   "alerts": self._alerts is not None}
+        log.info("ingest.started", extra=started)
         try:
             async with asyncio.TaskGroup() as tg:
-                background = [tg.create_task(self.storage.drain(), name="spool-drain")]
-                if self._alerts is not None and self.handoff is not None:
+                background = [
+                    tg.create_task(self.storage.drain(), name="spool-drain"),
+                    tg.create_task(self._keep_running("events", lambda: self._control_session(stop), stop,
+                                                      asyncio.Event()), name="mqtt-events"),
+                ]
+                if self._alerts is not None:
                     background += [
-                        tg.create_task(self.handoff.pump(), name="alerts-backlog-pump"),
-                        tg.create_task(self._alerts(self.handoff.inbox, self.events), name="alerts-engine"),
+                        tg.create_task(self._alerts.run(), name="alerts-outbox"),
                         tg.create_task(self._publish_events(), name="alert-events-out"),
                     ]
-                await tg.create_task(self._sessions(stop), name="mqtt-session")
+                await tg.create_task(self._manage(tg, stop), name="partitions")
                 try:
                     async with asyncio.timeout(cfg.drain_timeout_s):
                         await self.storage.flush()
@@ -309,12 +647,13 @@ class IngestService:
                     log.warning("shutdown.spool_left", extra={"points": self.spool.points})
                 for task in background:
                     task.cancel()
-            if self.handoff is not None:
-                await self.handoff.save_queue()
         finally:
             if server is not None:
                 server.close()
+            await self.coordinator.close()
             await self.storage.close_writer()
+            if self._alerts is not None:
+                self._alerts.close()
             for store in (self.quarantine, self.spool, self._dedup):
                 await asyncio.to_thread(store.close)
             log.info("ingest.stopped")

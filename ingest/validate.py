@@ -98,11 +98,39 @@ def classify(
             return Rejection(RejectReason.BAD_IDENTIFIER, "topic.gateway_id", f"{topic!r}: bad gateway id")
         return _status(root, topic, payload)
     verdict = decode_reading(topic, payload, now=now, root=root, known_devices=registry)
-    if isinstance(verdict, Reading) and not STORABLE_FROM <= verdict.ts < STORABLE_UNTIL:
+    if not isinstance(verdict, Reading):
+        return verdict
+    if not STORABLE_FROM <= verdict.ts < STORABLE_UNTIL:
         return Quarantined(
             topic, payload, OUT_OF_RANGE, "ts", f"ts: {verdict.ts.isoformat()} is outside 1677-2262"
         )
-    return verdict
+    return _speaks_for_itself(verdict, registry)
+
+
+def _speaks_for_itself(reading: Reading, registry: Registry) -> Reading | Rejection:
+    """A gateway may write only as itself: the payload's gateway must serve the device.
+
+    Dedup and the gap count are keyed on ``(gateway_id, seq)``, so a payload naming another
+    gateway would make that gateway's next real readings look like duplicates. A device the
+    registry lists under no gateway (a third-party sender) may not borrow a registered
+    gateway's id either.
+    """
+    serving = registry.gateway_of(reading.site_id, reading.device_id)
+    claimed = reading.gateway_id
+    if serving is None:
+        if claimed not in registry.gateways:
+            return reading
+        expected = "no registered gateway"
+    elif claimed == serving:
+        return reading
+    else:
+        expected = f"{serving!r}"
+    return Rejection(
+        RejectReason.GATEWAY_MISMATCH,
+        "gateway_id",
+        f"gateway_id: payload says {claimed!r}; the registry has {expected} serving "
+        f"{reading.site_id}/{reading.device_id}",
+    )
 
 
 def classify_batch(

@@ -198,8 +198,17 @@ class GrafanaSettings(_Section):
 class IngestSettings(_Section):
     """``[ingest]``: MQTT session, batching, spool, quarantine, dedup, metrics; see docs/ingest.md."""
 
-    client_id: str = Field("weijian-ingest-1", min_length=1, max_length=128)
-    shared_group: Identifier = "ingest"
+    # The deployment's name, the same in every ingest process: partition p's MQTT sessions are
+    # "{client_id}-p{p}" (storage) and "{client_id}-p{p}-alerts", and its advisory-lock keys
+    # derive from it.
+    client_id: str = Field("weijian-ingest", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    shared_group: Identifier = "ingest"  # unused since partitions replaced $share (kept so old files load)
+    partitions: int = Field(8, ge=1, le=1024)  # fixed: every process of a deployment must agree
+    coordination: Literal["auto", "postgres", "local"] = "auto"  # auto: postgres if [tasks] url is
+    claim_interval_s: float = Field(2.0, gt=0)  # seconds between claim rounds
+    member_timeout_s: float = Field(20.0, ge=2)  # a vanished process's partitions are freed after this
+    lock_path: Path | None = None  # local coordination's file lock; None: beside the SQLite tasks db
+    catch_unknown_sites: bool = True  # quarantine readings of sites absent from the registry
     session_expiry_s: int = Field(7 * 24 * 3600, ge=0)  # broker keeps the session this long
     receive_maximum: int = Field(20_000, ge=1, le=65535)  # unacked messages the broker may send
     batch_size: int = Field(5000, ge=1)
@@ -271,6 +280,10 @@ class AlertsSettings(_Section):
     max_attempts: int = Field(0, ge=0)  # 0: retry until delivered
     rate_per_recipient_per_h: int = Field(20, ge=1)
     db_timeout_s: float = Field(10.0, gt=0)
+    # Seconds between saves of each partition's engine state; judged readings are acknowledged
+    # after the save (or at once when they change an alert), so a successor judges none twice.
+    checkpoint_s: float = Field(0.5, gt=0)
+    batch_interval_s: float = Field(0.02, gt=0)  # the alerts sessions' batching: alert latency
 
 
 class Settings(BaseSettings):

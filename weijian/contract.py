@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_TOPIC_ROOT",
     "FUTURE_TOLERANCE",
     "MAX_PAYLOAD_BYTES",
+    "MAX_SEQ",
     "AlertEvent",
     "AlertState",
     "Flag",
@@ -62,6 +63,7 @@ __all__ = [
 
 DEFAULT_TOPIC_ROOT: Final = "weijian/v1"
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
+MAX_SEQ: Final = 2**63 - 1
 FUTURE_TOLERANCE: Final = timedelta(minutes=5)
 
 _IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -173,6 +175,7 @@ class RejectReason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     TOPIC_MISMATCH = "topic_mismatch"
     UNKNOWN_DEVICE = "unknown_device"
+    GATEWAY_MISMATCH = "gateway_mismatch"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -213,7 +216,7 @@ class Reading(BaseModel):
     gateway_id: _WireIdentifier
     kind: Kind
     ts: AwareDatetime
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_SEQ)  # InfluxDB, SQLite and PostgreSQL hold a signed int64
     metrics: dict[str, MetricValue] = Field(min_length=1)
 
     @field_validator("ts")

@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from ingest.service import AlertsRunner, IngestService
+from ingest.service import AlertsStage, IngestService
 from weijian.config import Settings
 from weijian.local_services import Broker, Influx
 from weijian.registry import Registry, load_registry
@@ -139,13 +139,13 @@ async def await_until(predicate: Callable[[], bool], timeout_s: float, what: str
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, registry: Registry, *, alerts: AlertsRunner | None = None, **kwargs: Any
+    settings: Settings, registry: Registry, *, alerts: AlertsStage | None = None, **kwargs: Any
 ) -> AsyncIterator[IngestService]:
     """Run an ingest service in this event loop; SIGTERM-like stop on exit."""
     service = IngestService(settings, registry, alerts=alerts, **kwargs)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop), name="ingest-under-test")
-    await await_until(lambda: service._intake is not None or task.done(), 15, "ingest to connect")
+    await await_until(lambda: service.ready or task.done(), 30, "ingest to claim and subscribe")
     if task.done():
         task.result()
     try:

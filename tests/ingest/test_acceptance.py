@@ -24,10 +24,9 @@ from tests.ingest.conftest import (
     publish,
     reading_payloads,
     running,
-    subscribed,
     wait_until,
 )
-from weijian.contract import AlertEvent, GatewayStatus, Reading, Rejection
+from weijian.contract import Rejection
 from weijian.local_services import Broker, Influx, free_port, running_influxd
 from weijian.registry import Registry
 
@@ -82,12 +81,15 @@ def _config(
     tmp_path: Path, name: str, broker: Broker, influx: Influx, db: str, root: str, **ingest: Any
 ) -> Path:
     conf = tmp_path / f"{name}.toml"
+    ingest.setdefault("client_id", f"{name}-{root.split('/')[0]}")
+    tasks = ingest.pop("tasks_url", None)
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in ingest.items())
     conf.write_text(
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\ntopic_root = "{root}"\n'
         f'[influx]\nurl = "{influx.url}"\ndatabase = "{db}"\ntimeout_s = 2.0\n'
         f'[registry]\npath = "{REPO / "examples" / "registry.toml"}"\n'
-        f'[ingest]\nclient_id = "{name}-{root.split("/")[0]}"\nalerts = false\nbatch_interval_s = 0.05\n'
+        + (f'[tasks]\nurl = "{tasks}"\n' if tasks else "")
+        + '[ingest]\nalerts = false\nbatch_interval_s = 0.05\n'
         f'spool_path = "{tmp_path / name}-spool.sqlite"\nquarantine_path = "{tmp_path / name}-q.sqlite"\n'
         f'dedup_path = "{tmp_path / name}-dedup.sqlite"\n' + extra
     )
@@ -284,21 +286,38 @@ async def test_hostile_traffic_is_quarantined_and_good_traffic_stored(
     assert len(row.payload) >= 64 * 1024 and row.topic.endswith("/reading") and row.received_at
 
 
-def test_two_processes_on_one_shared_subscription_store_each_reading_once(
-    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str
+def _partitions(port: int) -> list[int]:
+    try:
+        held: list[int] = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()["partitions"]
+    except httpx.HTTPError:
+        return []
+    return held
+
+
+def test_two_processes_split_the_partitions_and_store_each_reading_once(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str, postgres_url: str
 ) -> None:
+    from ingest.partitions import partition_registry
     from weijian.registry import load_registry
 
+    registry = load_registry(REPO / "examples" / "registry.toml")
     total = 30_000
-    messages = reading_payloads(load_registry(REPO / "examples" / "registry.toml"), topic_root, total)
+    messages = reading_payloads(registry, topic_root, total)
+    nonempty = {p.index for p in partition_registry(registry, 8) if p.sites}
     ports = [free_port(), free_port()]
     procs = []
+    deployment = f"ingest-{topic_root.split('/')[0]}"  # one deployment: the same client id prefix
     try:
         for name, port in zip(("a", "b"), ports, strict=True):
-            conf = _config(tmp_path, name, mosquitto, influxd, influx_db, topic_root, metrics_port=port)
+            conf = _config(tmp_path, name, mosquitto, influxd, influx_db, topic_root, metrics_port=port,
+                           client_id=deployment, tasks_url=postgres_url, claim_interval_s=0.5)
             log = tmp_path / f"{name}.log"
             procs.append(_spawn(conf, log))
             wait_until(lambda port=port: _healthy(port, procs[-1]), 20, f"{name} to connect")
+        # Both run, each a share, together every partition (a joining process is given work).
+        wait_until(lambda: all(_partitions(p) for p in ports)
+                   and sorted(_partitions(ports[0]) + _partitions(ports[1])) == sorted(nonempty),
+                   30, "the partitions to be split")
         publish(mosquitto, messages)
         wait_until(lambda: count_points(influxd, influx_db) >= total, 60, "every reading")
         stored = []
@@ -313,62 +332,5 @@ def test_two_processes_on_one_shared_subscription_store_each_reading_once(
             if proc.poll() is None:
                 proc.kill()
     assert count_points(influxd, influx_db) == total
-    assert sum(stored) == total, stored  # shared subscription: each message to one process only
+    assert sum(stored) == total, stored  # each partition in one process only
     assert min(stored) > 0, stored
-
-
-async def test_slow_alerts_do_not_stall_storage_and_lose_nothing(
-    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str, registry: Registry
-) -> None:
-    got: list[Reading | GatewayStatus] = []
-    release = asyncio.Event()
-
-    async def slow_alerts(inbox: asyncio.Queue[Any], events: asyncio.Queue[AlertEvent]) -> None:
-        await release.wait()  # alerts is stuck until the storage side has finished
-        while True:
-            item = await inbox.get()
-            got.append(item)
-            if isinstance(item, Reading) and item.seq == 0:
-                await events.put(
-                    AlertEvent(
-                        alert_id="t-1",
-                        site_id=item.site_id,
-                        device_id=item.device_id,
-                        kind=item.kind,
-                        district="chengguan",
-                        rule="temperature_high",
-                        severity="high",
-                        state="firing",
-                        value=10.0,
-                        threshold=8.0,
-                        message="温度超标",
-                        ts=item.ts,
-                    )
-                )
-
-    total = 8000
-    messages = reading_payloads(registry, topic_root, total)
-    status = (
-        f"{topic_root}/gateways/gw-xinhe/status",
-        b'{"gateway_id": "gw-xinhe", "state": "online", "ts": "2026-11-22T08:00:00Z"}',
-    )
-    settings = make_settings(tmp_path, mosquitto, influxd, influx_db, topic_root, alerts_inbox_size=100)
-    with subscribed(mosquitto, f"{topic_root}/alerts/#") as alerts_out:
-        async with running(settings, registry, alerts=slow_alerts) as service:
-            await asyncio.to_thread(publish, mosquitto, [status, *messages])
-            await await_until(lambda: count_points(influxd, influx_db) == total, 30, "storage")
-            assert got == []
-            handoff = service.handoff
-            assert handoff is not None
-            # Points become visible in InfluxDB a moment before the batch's hand-off is booked
-            # (each batch is stored, then handed off, then acknowledged).
-            await await_until(lambda: handoff.lag == total + 1, 10, "the hand-off backlog")
-            assert got == []  # 100 in the queue, the rest in the durable backlog
-            release.set()
-            await await_until(lambda: len(got) == total + 1, 30, "alerts to catch up")
-            await await_until(lambda: len(alerts_out) == 1, 10, "the alert event on MQTT")
-    seqs = [item.seq for item in got if isinstance(item, Reading)]
-    assert seqs == list(range(total))  # every reading, once, in order
-    assert sum(isinstance(item, GatewayStatus) for item in got) == 1
-    assert json.loads(alerts_out[0])["alert_id"] == "t-1"
-    assert influxd.query('SELECT count("value") FROM alert', influx_db)[0]["values"][0][1] == 1

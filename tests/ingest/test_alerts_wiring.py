@@ -35,7 +35,7 @@ async def test_power_loss_reading_becomes_an_alert_on_mqtt_and_in_influxdb(
     )
     with subscribed(mosquitto, f"{topic_root}/alerts/#") as events:
         async with running(settings, registry) as service:
-            assert service.handoff is not None  # the real AlertService was loaded
+            assert service._alerts is not None  # the real alerts stage was loaded
             message = (reading_topic(topic_root, "yc-cc-001", "fr-01"), encode_reading(reading))
             await asyncio.to_thread(publish, mosquitto, [message])
             await await_until(lambda: len(events) >= 1, 20, "an alert event on MQTT")

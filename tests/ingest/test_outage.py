@@ -52,11 +52,12 @@ async def test_shipped_broker_config_keeps_an_ingest_outage(
 async def test_mosquitto_default_queue_limit_would_lose_readings(
     tmp_path: Path, influxd: Influx, influx_db: str, topic_root: str, registry: Registry
 ) -> None:
-    # The control: Mosquitto's default of 1000 queued messages per offline session.
+    # The control: Mosquitto's default of 1000 queued messages per offline session (one session
+    # per partition, each keeping its first 1000 and dropping the rest of its share).
     stored = await _outage(
         tmp_path, "max_queued_messages 1000\n", influxd, influx_db, topic_root, registry, 3000, 1000
     )
-    assert stored == 1000
+    assert 1000 <= stored < 3000
 
 
 async def test_resuming_a_big_session_with_a_short_mqtt_timeout_does_not_loop(
@@ -131,7 +132,7 @@ async def test_a_stall_longer_than_the_keepalive_keeps_the_session(
             influx.pause()
             await asyncio.to_thread(publish, fresh_mosquitto, reading_payloads(registry, topic_root, n))
             await asyncio.sleep(13)  # more than two keepalive periods with the reader paused
-            assert service._intake is not None and service._intake._paused  # the stall was real
+            assert any(i._paused for i in service.intakes.values())  # the stall was real
             influx.resume()
             await await_until(lambda: count_points(influx, "stall") >= n, 60, f"{n} points")
             assert m.mqtt_sessions._value.get() == 1  # never reconnected
