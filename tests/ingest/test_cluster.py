@@ -1,0 +1,265 @@
+"""Several `weijian ingest run` processes, a private PostgreSQL stopped at will, Mosquitto restarted.
+
+Everything here runs the real programs against real Mosquitto, InfluxDB and PostgreSQL, and
+counts what arrived: points in InfluxDB, alert and task rows, POSTs at the SMS receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ingest.partitions import partition_registry
+from tests.alerts.conftest import SECRET, Receiver
+from tests.ingest.cluster import (
+    IngestProcess,
+    PrivatePostgres,
+    Publisher,
+    fridge_readings,
+    fridge_registry,
+    ingest_config,
+    private_postgres,
+    recent_start,
+    wait_for,
+)
+from tests.ingest.conftest import count_points
+from weijian.local_services import Broker, Influx
+from weijian.registry import load_registry
+
+HOT = {"cc-01-00", "cc-05-02", "cc-09-03"}  # three fridges above 8 °C, on three gateways
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PrivatePostgres]:
+    server = private_postgres()
+    try:
+        yield server
+    finally:
+        try:
+            server.stop()
+        except Exception:  # already stopped by a failed test
+            pass
+
+
+@pytest.fixture
+def tasks_url(pg: PrivatePostgres) -> str:
+    """A fresh database of the private cluster for this test."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg.url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    return pg.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def sms() -> Iterator[Receiver]:
+    r = Receiver()
+    r.start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        return list(conn.execute(sql).fetchall())  # type: ignore[arg-type]
+
+
+def _deployment(tmp_path: Path, names: list[str], **kw: object) -> list[IngestProcess]:
+    return [IngestProcess(ingest_config(tmp_path, n, **kw), tmp_path / f"{n}.log") for n in names]  # type: ignore[arg-type]
+
+
+def _check_one_alert_per_breach(url: str, start: object, sms: Receiver) -> None:
+    groups = _rows(url, "SELECT site_id, device_id, rule_id, count(*) FROM alerts_alerts"
+                        " GROUP BY site_id, device_id, rule_id")
+    assert all(n == 1 for *_, n in groups), groups  # one evaluator per device: never two alerts
+    hot = _rows(url, "SELECT site_id, alert_id, since, fired_at FROM alerts_alerts"
+                     " WHERE rule_id = 'cc-excursion-high' ORDER BY site_id")
+    assert {r[0] for r in hot} == HOT
+    for _, _, since, fired in hot:  # judged in order from the first reading: right time, once
+        assert since == start and fired == start + timedelta(minutes=10)  # type: ignore[operator]
+    tasks = _rows(url, "SELECT alert_id, count(*) FROM alerts_tasks GROUP BY alert_id")
+    assert all(n == 1 for _, n in tasks)
+    assert {str(r[1]) for r in hot} <= {str(a) for a, _ in tasks}
+    keys = sms.keys()
+    assert len(keys) == len(set(keys)), Counter(keys).most_common(3)  # each notification once
+    by_alert = Counter(m["alert_id"] for m in sms.received)
+    for _, alert_id, _, _ in hot:
+        assert by_alert[alert_id] == 1  # the unit's handler, told once, as with one process
+
+
+def test_three_processes_judge_each_device_once_and_take_over_a_killed_one(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
+    tasks_url: str, sms: Receiver,
+) -> None:
+    registry_path = tmp_path / "registry.toml"
+    devices = fridge_registry(registry_path, gateways=13, per_gateway=4)
+    nonempty = {p.index for p in partition_registry(load_registry(registry_path), 8) if p.sites}
+    minutes = 40
+    start = recent_start(minutes)
+    messages = fridge_readings(topic_root, devices, HOT, minutes, start)
+    procs = _deployment(
+        tmp_path, ["a", "b", "c"], broker=mosquitto, influx=influxd, database=influx_db, root=topic_root,
+        registry=registry_path, tasks_url=tasks_url, sms_url=sms.url, secret=SECRET.decode(),
+        deployment=f"cl-{topic_root.split('/')[0]}",
+    )
+    try:
+        for p in procs:
+            p.start()
+        wait_for(lambda: all(p.partitions() for p in procs)
+                 and sorted(sum((p.partitions() for p in procs), [])) == sorted(nonempty),
+                 60, "three processes to split the partitions")
+        publisher = Publisher(mosquitto, messages, rate_per_s=150)
+        publisher.start()
+        wait_for(lambda: publisher.sent > 700, 30, "the stream to be under way")
+        victim = max(procs, key=lambda p: len(p.partitions()))
+        orphaned = set(victim.partitions())
+        victim.kill()
+        killed_at = time.monotonic()
+        survivors = [p for p in procs if p is not victim]
+        wait_for(lambda: orphaned <= set(sum((p.partitions() for p in survivors), [])), 30,
+                 "the survivors to take the killed process's partitions over")
+        assert time.monotonic() - killed_at < 30
+        publisher.join()
+        assert len(publisher.acked) == len(messages)
+        wait_for(lambda: count_points(influxd, influx_db) == len(messages), 60, "every reading stored")
+        wait_for(lambda: len(_rows(tasks_url, "SELECT 1 FROM alerts_tasks t JOIN alerts_alerts a"
+                                              " USING (alert_id) WHERE a.rule_id = 'cc-excursion-high'")) == 3
+                 and len(sms.received) >= 3, 60, "three tasks and their SMS")
+        victim.start()  # rejoins without a manual step and is given work again
+        wait_for(lambda: bool(victim.partitions()), 60, "the restarted process to hold partitions")
+        time.sleep(2)  # any duplicate judging or second delivery would show now
+        for p in procs:
+            assert p.stop() == 0
+    finally:
+        for p in procs:
+            p.kill()
+    assert count_points(influxd, influx_db) == len(messages)
+    _check_one_alert_per_breach(tasks_url, start, sms)
+
+
+def test_two_processes_started_at_once_on_an_empty_database_both_run(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
+    tasks_url: str, sms: Receiver,
+) -> None:
+    registry_path = tmp_path / "registry.toml"
+    fridge_registry(registry_path, gateways=6, per_gateway=2)
+    procs = _deployment(
+        tmp_path, ["a", "b"], broker=mosquitto, influx=influxd, database=influx_db, root=topic_root,
+        registry=registry_path, tasks_url=tasks_url, sms_url=sms.url, secret=SECRET.decode(),
+        deployment=f"st-{topic_root.split('/')[0]}",
+    )
+    try:
+        for p in procs:
+            p.start()
+        wait_for(lambda: all(p.health().get("ready") and p.partitions() for p in procs), 60,
+                 "both processes to run with partitions of their own")
+        for p in procs:
+            assert p.stop() == 0
+    finally:
+        for p in procs:
+            p.kill()
+    assert _rows(tasks_url, "SELECT version_num FROM alembic_version") == [("0002",)]
+
+
+def test_postgresql_down_for_a_minute_storage_goes_on_and_every_reading_is_judged_after(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
+    pg: PrivatePostgres, tasks_url: str, sms: Receiver,
+) -> None:
+    registry_path = tmp_path / "registry.toml"
+    devices = fridge_registry(registry_path, gateways=13, per_gateway=4)
+    minutes = 60
+    start = recent_start(minutes)
+    messages = fridge_readings(topic_root, devices, HOT, minutes, start)
+    procs = _deployment(
+        tmp_path, ["a", "b"], broker=mosquitto, influx=influxd, database=influx_db, root=topic_root,
+        registry=registry_path, tasks_url=tasks_url, sms_url=sms.url, secret=SECRET.decode(),
+        deployment=f"pg-{topic_root.split('/')[0]}",
+    )
+    try:
+        for p in procs:
+            p.start()
+        wait_for(lambda: all(p.health().get("ready") for p in procs), 60, "two processes ready")
+        publisher = Publisher(mosquitto, messages, rate_per_s=len(messages) / 75)  # 75 s of stream
+        publisher.start()
+        wait_for(lambda: publisher.sent > 300, 30, "the stream to be under way")
+        pg.stop()
+        try:
+            during = [count_points(influxd, influx_db)]
+            for _ in range(3):
+                time.sleep(18)
+                during.append(count_points(influxd, influx_db))
+            assert during == sorted(set(during)), during  # storage went on, growing, without PostgreSQL
+            assert any("alerts" in p.health().get("degraded", []) for p in procs)
+        finally:
+            pg.start()
+        publisher.join()
+        wait_for(lambda: count_points(influxd, influx_db) == len(messages), 60, "every reading stored")
+
+        def everything_judged() -> bool:
+            rows = _rows(tasks_url, "SELECT state FROM alerts_engine_state")
+            seen: dict[tuple[str, str], int] = {}
+            for (state,) in rows:
+                for s, d, us in json.loads(str(state))["last_seen"]:
+                    seen[(s, d)] = max(seen.get((s, d), 0), us)
+            final = int((start + timedelta(minutes=minutes - 1)).timestamp()) * 1_000_000
+            return len(seen) == len(devices) and all(v == final for v in seen.values())
+
+        wait_for(everything_judged, 90, "every device judged up to its last reading")
+        wait_for(lambda: len(sms.received) >= 3, 60, "the three SMS")
+        for p in procs:
+            assert p.stop() == 0
+    finally:
+        for p in procs:
+            p.kill()
+    _check_one_alert_per_breach(tasks_url, start, sms)
+
+
+def test_mosquitto_restarted_twice_mid_stream_and_once_while_ingest_is_down_loses_nothing(
+    tmp_path: Path, fresh_mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
+    sms: Receiver,
+) -> None:
+    registry_path = tmp_path / "registry.toml"
+    devices = fridge_registry(registry_path, gateways=8, per_gateway=5)
+    minutes = 150
+    start = recent_start(minutes)
+    messages = fridge_readings(topic_root, devices, set(), minutes, start)  # 6,000 readings
+    first, rest = messages[:5000], messages[5000:]
+    [proc] = _deployment(
+        tmp_path, ["a"], broker=fresh_mosquitto, influx=influxd, database=influx_db, root=topic_root,
+        registry=registry_path, tasks_url=f"sqlite:///{tmp_path / 'tasks.sqlite'}", sms_url=sms.url,
+        secret=SECRET.decode(), deployment=f"mq-{topic_root.split('/')[0]}", alerts=False,
+    )
+    try:
+        proc.start()
+        wait_for(lambda: proc.health().get("ready"), 60, "ingest ready")
+        publisher = Publisher(fresh_mosquitto, first, rate_per_s=400)
+        publisher.start()
+        for threshold in (1500, 3500):  # two restarts with ingest up, mid-stream
+            wait_for(lambda threshold=threshold: publisher.sent > threshold, 60, f"{threshold} sent")
+            fresh_mosquitto.stop()
+            fresh_mosquitto.start()
+        publisher.join()
+        wait_for(lambda: count_points(influxd, influx_db) >= len(publisher.acked), 60, "the first part")
+        assert proc.stop() == 0
+        late = Publisher(fresh_mosquitto, rest, rate_per_s=2000)  # while ingest is down
+        late.start()
+        late.join()
+        fresh_mosquitto.stop()  # and the broker restarts before ingest comes back
+        fresh_mosquitto.start()
+        proc.start()
+        acked = {first[i] for i in publisher.acked} | {rest[i] for i in late.acked}
+        wait_for(lambda: count_points(influxd, influx_db) >= len(acked), 60, "the queued readings")
+        assert proc.stop() == 0
+    finally:
+        proc.kill()
+    assert len(acked) == len(messages)  # the publishers got every PUBACK through the restarts
+    assert count_points(influxd, influx_db) == len(messages)
