@@ -545,9 +545,17 @@ class IngestService:
 
     # --- partitions: claim, run, give back ----------------------------------------------------
 
+    async def _guarded_partition(self, part: Partition, stop: asyncio.Event) -> None:
+        """A partition that fails is given up and claimed again; it never ends the process."""
+        try:
+            await self._run_partition(part, stop)
+        except Exception:
+            log.exception("partition.failed", extra={"partition": part.index})
+            stop.set()
+
     def _start(self, tg: asyncio.TaskGroup, index: int) -> None:
         stop = asyncio.Event()
-        task = tg.create_task(self._run_partition(self.partitions[index], stop), name=f"partition-{index}")
+        task = tg.create_task(self._guarded_partition(self.partitions[index], stop), name=f"partition-{index}")
         self._runners[index] = (task, stop)
         log.info("partition.started", extra={"partition": index})
 
