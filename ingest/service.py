@@ -555,7 +555,8 @@ class IngestService:
 
     def _start(self, tg: asyncio.TaskGroup, index: int) -> None:
         stop = asyncio.Event()
-        task = tg.create_task(self._guarded_partition(self.partitions[index], stop), name=f"partition-{index}")
+        part = self.partitions[index]
+        task = tg.create_task(self._guarded_partition(part, stop), name=f"partition-{index}")
         self._runners[index] = (task, stop)
         log.info("partition.started", extra={"partition": index})
 
