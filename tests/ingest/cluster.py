@@ -37,7 +37,8 @@ def fridge_registry(path: Path, gateways: int, per_gateway: int) -> list[tuple[s
         '[[districts]]\nid = "d1"\nname = "测试区"\nteam = "测试监督所"\n'
         'supervisors = [{ name = "王一", phone = "13800000001" }]\n',
         '[[units]]\nid = "u1"\nname = "测试医院"\nlicence = "测试证字第1号"\ndistrict = "d1"\n'
-        'handler = { name = "李二", phone = "13800000002" }\nhead = { name = "张三", phone = "13800000003" }\n',
+        'handler = { name = "李二", phone = "13800000002" }\n'
+        'head = { name = "张三", phone = "13800000003" }\n',
     ]
     devices = []
     for g in range(gateways):
@@ -67,7 +68,9 @@ def fridge_readings(
             body = {
                 "site_id": site, "device_id": device, "gateway_id": gateway, "kind": "cold_chain",
                 "ts": ts, "seq": m * len(devices) + g,
-                "metrics": {"temperature": {"value": 9.5 if site in hot else 4.0, "unit": "degC", "flag": "N"}},
+                "metrics": {
+                    "temperature": {"value": 9.5 if site in hot else 4.0, "unit": "degC", "flag": "N"},
+                },
             }
             out.append((f"{root}/{site}/{device}/reading", json.dumps(body).encode()))
     return out
@@ -135,7 +138,8 @@ def ingest_config(
     keys = {
         "client_id": deployment, "alerts": True, "batch_interval_s": 0.05, "claim_interval_s": 0.5,
         "metrics_port": free_port(), "spool_path": str(tmp_path / f"{name}-spool.sqlite"),
-        "quarantine_path": str(tmp_path / f"{name}-q.sqlite"), "dedup_path": str(tmp_path / f"{name}-dedup.sqlite"),
+        "quarantine_path": str(tmp_path / f"{name}-q.sqlite"),
+        "dedup_path": str(tmp_path / f"{name}-dedup.sqlite"),
         **ingest,
     }
     conf = tmp_path / f"{name}.toml"

@@ -6,6 +6,7 @@ counts what arrived: points in InfluxDB, alert and task rows, POSTs at the SMS r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -43,10 +44,8 @@ def pg() -> Iterator[PrivatePostgres]:
     try:
         yield server
     finally:
-        try:
+        with contextlib.suppress(Exception):  # already stopped by a failed test
             server.stop()
-        except Exception:  # already stopped by a failed test
-            pass
 
 
 @pytest.fixture
@@ -115,7 +114,7 @@ def test_three_processes_judge_each_device_once_and_take_over_a_killed_one(
         for p in procs:
             p.start()
         wait_for(lambda: all(p.partitions() for p in procs)
-                 and sorted(sum((p.partitions() for p in procs), [])) == sorted(nonempty),
+                 and sorted(i for p in procs for i in p.partitions()) == sorted(nonempty),
                  60, "three processes to split the partitions")
         publisher = Publisher(mosquitto, messages, rate_per_s=150)
         publisher.start()
@@ -125,7 +124,7 @@ def test_three_processes_judge_each_device_once_and_take_over_a_killed_one(
         victim.kill()
         killed_at = time.monotonic()
         survivors = [p for p in procs if p is not victim]
-        wait_for(lambda: orphaned <= set(sum((p.partitions() for p in survivors), [])), 30,
+        wait_for(lambda: orphaned <= {i for p in survivors for i in p.partitions()}, 30,
                  "the survivors to take the killed process's partitions over")
         assert time.monotonic() - killed_at < 30
         publisher.join()
