@@ -190,6 +190,7 @@ class OutboxWorker:
         self.failed_attempts = 0
         self._last_error: dict[str, str] = {}
         self.wake = asyncio.Event()  # set by the service when it queues messages
+        self.degraded = False  # the outbox could not be read at the last try
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before the next try after ``attempts`` failed tries: exponential, capped, jittered."""
@@ -260,8 +261,11 @@ class OutboxWorker:
         while True:
             try:
                 tried = await self.run_once(client)
+                self.degraded = False
             except WeijianError as exc:
-                log.error("notify.outbox_unavailable", extra={"error": str(exc)})
+                if not self.degraded:  # log changes, not repetitions
+                    log.error("notify.outbox_unavailable", extra={"error": str(exc)})
+                self.degraded = True
                 tried = 0
             if not tried:
                 # Sleep until the service queues something, or the poll interval passes

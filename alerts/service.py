@@ -393,6 +393,11 @@ class AlertStage:
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"cannot load the alerts of partition {key}: {exc}") from exc
 
+    @property
+    def outbox_degraded(self) -> bool:
+        """Whether the outbox could not be read at the worker's last try."""
+        return self.worker is not None and self.worker.degraded
+
     async def run(self) -> None:
         """Deliver notifications until cancelled (claimed before sending, once across processes)."""
         await self.open()

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 _PIPELINE_DEPTH = 2
 _BACKOFF_CAP_S = 30.0
 _GOOD_SESSION_S = 10.0  # a session that lasted this long resets the reconnection backoff
+_STAGES = ("influx", "alerts", "outbox", "coordinator")
 
 
 class AlertJudge(Protocol):
@@ -195,6 +196,8 @@ class IngestService:
         self.http_port: int | None = None
         self.metrics.consumer_lag.set_function(lambda: self._alerts_unacked)
         self.metrics.partitions_held.set_function(lambda: len(self._runners))
+        for stage in _STAGES:
+            self.metrics.degraded.labels(stage).set_function(self._is_degraded(stage))
 
     def _make_coordinator(self) -> Coordinator:
         cfg = self.settings.ingest
@@ -599,17 +602,27 @@ class IngestService:
             want |= {f"a{i}" for i in self._runners}
         return self._control is not None and bool(want) and want <= self._subscribed
 
+    def _is_degraded(self, stage: str) -> Callable[[], float]:
+        return lambda: float(stage in self.degraded())
+
+    def degraded(self) -> list[str]:
+        """The stages that cannot do their work now (``/healthz`` and ``ingest_stage_degraded``)."""
+        alerts = self._alerts
+        states = {
+            "influx": self.storage.is_healthy,
+            "alerts": alerts is None
+            or (not alerts.error and not any(j.degraded for j in self._judges.values())),
+            "outbox": not getattr(alerts, "outbox_degraded", False),
+            "coordinator": getattr(self.coordinator, "is_connected", True),
+        }
+        return [name for name, ok in states.items() if not ok]
+
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` says: ok while connected to the broker; each stage's state."""
-        influx_ok = self.storage.is_healthy
-        alerts_ok = self._alerts is None or (
-            not self._alerts.error and not any(j.degraded for j in self._judges.values())
-        )
-        coordinator_ok = getattr(self.coordinator, "is_connected", True)
-        degraded = [name for name, ok in (("influx", influx_ok), ("alerts", alerts_ok),
-                                          ("coordinator", coordinator_ok)) if not ok]
-        for stage in ("influx", "alerts", "coordinator"):
-            self.metrics.degraded.labels(stage).set(1 if stage in degraded else 0)
+        degraded = self.degraded()
+        influx_ok = "influx" not in degraded
+        alerts_ok = "alerts" not in degraded
+        coordinator_ok = "coordinator" not in degraded
         return {
             "ok": self._control is not None,
             "ready": self.ready,
