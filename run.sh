@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=${WEIJIAN_VENV:-.venv}
-SYSTEM_PACKAGES=(mosquitto influxdb python3-venv)
+SYSTEM_PACKAGES=(mosquitto influxdb python3-venv)  # and postgresql for the tests
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -16,6 +16,10 @@ install_system_packages() {
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
     command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing+=(influxdb)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+    # The multi-process tests run a private PostgreSQL cluster of their own (initdb, pg_ctl).
+    if [ "$1" = test ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+        missing+=(postgresql)
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         echo "run.sh: installing system packages: ${missing[*]}"
         as_root apt-get update -qq
@@ -42,7 +46,7 @@ main() {
         *) echo "usage: ./run.sh demo|test [args...]" >&2; exit 2 ;;
     esac
     shift
-    install_system_packages
+    install_system_packages "$what"
     install_python_env
     export PATH="$PWD/$VENV/bin:/usr/sbin:$PATH"
     if [ "$what" = demo ]; then

@@ -24,7 +24,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from weijian.local_services import Broker, Influx, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The newest installed server (Debian: /usr/lib/postgresql/<major>/bin).
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name),
+             default=Path("/usr/lib/postgresql/15/bin"))
 
 
 def fridge_registry(path: Path, gateways: int, per_gateway: int) -> list[tuple[str, str, str]]:
