@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
@@ -136,7 +135,6 @@ class AlertService:
             for row in rows:  # another layout's rows when this partition has none of its own
                 restore(self.state, json.loads(row))
         self._dirty = False
-        self._saved_at = time.monotonic()
         self.worker = worker or OutboxWorker(store, channels, settings.alerts, now=now)
         self.readings = 0
         self.degraded = False  # the last write failed: /healthz names the alerts stage
@@ -215,7 +213,6 @@ class AlertService:
                 await asyncio.to_thread(self.store.record, p.alerts, p.tasks, p.outbox, p.audits, now,
                                         state=state, fence=fence)
                 self._dirty = False
-                self._saved_at = time.monotonic()
                 self.degraded = False
                 return
             except (StoreUnavailable, ConnectionError) as exc:
@@ -223,11 +220,6 @@ class AlertService:
                 log.error("alerts.store_unavailable", extra={"error": str(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RECORD_RETRY_MAX_S)
-
-    @property
-    def checkpoint_due(self) -> bool:
-        """Whether judged readings wait for their state to be saved (and so for their PUBACK)."""
-        return self._dirty and time.monotonic() - self._saved_at >= self.settings.alerts.checkpoint_s
 
     async def checkpoint(self) -> None:
         """Save the engine state if anything was judged since the last save.

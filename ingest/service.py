@@ -68,10 +68,6 @@ class AlertJudge(Protocol):
     async def handle_batch(self, batch: list[Any], events: asyncio.Queue[AlertEvent] | None) -> Any:
         """Judge items in order; record any transitions (retrying while the database is down)."""
 
-    @property
-    def checkpoint_due(self) -> bool:
-        """Whether judged items wait for their state to be saved."""
-
     async def checkpoint(self) -> None:
         """Save the engine state; raises ``PartitionLost`` if the partition moved."""
 
@@ -365,7 +361,8 @@ class IngestService:
         waiting: list[Incoming] = []  # judged, to be acknowledged after the next save
         interval = self.settings.alerts.batch_interval_s
         tick_every = self.settings.alerts.tick_s
-        ticked = time.monotonic()
+        checkpoint_every = self.settings.alerts.checkpoint_s
+        ticked = acked = time.monotonic()
         try:
             await intake.connect(topics)
             async with asyncio.TaskGroup() as tg:
@@ -381,12 +378,14 @@ class IngestService:
                         waiting += batch
                         if await judge.handle_batch(items, self.events):
                             waiting = self._ack_judged(intake, waiting)  # recorded with the state
+                            acked = time.monotonic()
                     if time.monotonic() - ticked >= tick_every:
                         ticked = time.monotonic()
                         await judge.tick(self.events)
-                    if waiting and judge.checkpoint_due:
-                        await judge.checkpoint()
+                    if waiting and time.monotonic() - acked >= checkpoint_every:
+                        await judge.checkpoint()  # saves only if something was judged
                         waiting = self._ack_judged(intake, waiting)
+                        acked = time.monotonic()
                 intake.stop_reading()
                 rest = intake.take_pending()
                 if rest:
