@@ -48,7 +48,8 @@ def _background(registry: object, root: str, count: int) -> list[tuple[str, byte
     out = []
     for i in range(count):
         site, dev = devices[i % len(devices)]
-        body = {"site_id": site.id, "device_id": dev.id, "gateway_id": registry.gateway_of(site.id, dev.id),  # type: ignore[attr-defined]
+        gateway = registry.gateway_of(site.id, dev.id)  # type: ignore[attr-defined]
+        body = {"site_id": site.id, "device_id": dev.id, "gateway_id": gateway,
                 "kind": site.kind.value, "ts": (start + timedelta(milliseconds=i)).isoformat(), "seq": i,
                 "metrics": {m: {"value": NORMAL[m], "unit": CATALOGUE[site.kind][m], "flag": "N"}
                             for m in dev.metrics}}
@@ -90,10 +91,11 @@ def main() -> None:
             f'[sms]\nurl = "{receiver.url}"\nsecret = "bench"\n'
             "[alerts]\nrate_per_recipient_per_h = 100000\nrepeat_interval_min = 600\n"
             f'[ingest]\nmetrics_port = {port}\nclient_id = "bench-latency"\n'
-            f'spool_path = "{tmp}/spool.sqlite"\nquarantine_path = "{tmp}/q.sqlite"\ndedup_path = "{tmp}/d.sqlite"\n'
+            f'spool_path = "{tmp}/spool.sqlite"\nquarantine_path = "{tmp}/q.sqlite"\n'
+            f'dedup_path = "{tmp}/d.sqlite"\n'
         )
-        proc = subprocess.Popen([sys.executable, "-m", "weijian.cli", "--log-level", "WARNING", "ingest", "run",
-                                 "--config", str(conf)], cwd=ROOT, stderr=(tmp / "ingest.log").open("wb"))
+        command = [sys.executable, "-m", "weijian.cli", "--log-level", "WARNING", "ingest", "run", "--config", str(conf)]
+        proc = subprocess.Popen(command, cwd=ROOT, stderr=(tmp / "ingest.log").open("wb"))
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -165,7 +167,8 @@ def main() -> None:
     p50 = statistics.median(latencies)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     print(json.dumps({"n": len(latencies), "p50_ms": round(p50 * 1000, 1), "p99_ms": round(p99 * 1000, 1),
-                      "max_ms": round(latencies[-1] * 1000, 1), "background_per_s": round(sent[0] / elapsed)}))
+                      "max_ms": round(latencies[-1] * 1000, 1),
+                      "background_per_s": round(sent[0] / elapsed)}))
 
 
 if __name__ == "__main__":
