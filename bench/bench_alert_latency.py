@@ -94,7 +94,8 @@ def main() -> None:
             f'spool_path = "{tmp}/spool.sqlite"\nquarantine_path = "{tmp}/q.sqlite"\n'
             f'dedup_path = "{tmp}/d.sqlite"\n'
         )
-        command = [sys.executable, "-m", "weijian.cli", "--log-level", "WARNING", "ingest", "run", "--config", str(conf)]
+        command = [sys.executable, "-m", "weijian.cli", "--log-level", "WARNING",
+                   "ingest", "run", "--config", str(conf)]
         proc = subprocess.Popen(command, cwd=ROOT, stderr=(tmp / "ingest.log").open("wb"))
         try:
             deadline = time.monotonic() + 60
