@@ -359,8 +359,9 @@ class MqttIntake:
 
     def _socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
         self._cancel_peek()
-        self._loop.remove_reader(sock)
-        self._loop.remove_writer(sock)
+        if sock.fileno() != -1:  # already closed (and unregistered) by close()
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
         self._sock = None
 
     async def connect(self, subscriptions: list[Subscription]) -> None:
