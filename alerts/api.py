@@ -12,10 +12,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
-from alerts.store import Store
+from alerts.store import Store, StoreUnavailable
 from weijian.config import AlertTeam
 
 __all__ = ["CloseRequest", "build_app"]
@@ -49,6 +52,27 @@ def build_app(store: Store, teams: list[AlertTeam]) -> FastAPI:
     """The API application over ``store``, authorising by the teams' tokens."""
     app = FastAPI(title="weijian inspection tasks", version="1",
                   description="巡查核查任务: list, show, claim and close inspection tasks.")
+
+    # The database down is the API's degraded state, not a crash: 503 with Retry-After, and
+    # the request can be repeated (a claim or close that failed was not committed).
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "the tasks database is unavailable; try again"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
+    app.add_exception_handler(SQLAlchemyError, unavailable)
+    app.add_exception_handler(StoreUnavailable, unavailable)
+
+    @app.get("/healthz", responses={503: {"description": "the tasks database is unavailable"}})
+    async def healthz() -> JSONResponse:
+        def ping() -> None:
+            with store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await asyncio.to_thread(ping)
+        except SQLAlchemyError:
+            return JSONResponse({"ok": False, "database": "unavailable"}, status_code=503)
+        return JSONResponse({"ok": True, "database": "ok"})
 
     def team(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> AlertTeam:
         if creds is None:

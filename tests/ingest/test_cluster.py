@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -15,12 +17,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
 from ingest.partitions import partition_registry
 from tests.alerts.conftest import SECRET, Receiver
 from tests.ingest.cluster import (
+    REPO,
     IngestProcess,
     PrivatePostgres,
     Publisher,
@@ -32,7 +36,7 @@ from tests.ingest.cluster import (
     wait_for,
 )
 from tests.ingest.conftest import count_points
-from weijian.local_services import Broker, Influx
+from weijian.local_services import Broker, Influx, free_port
 from weijian.registry import load_registry
 
 HOT = {"cc-01-00", "cc-05-02", "cc-09-03"}  # three fridges above 8 °C, on three gateways
@@ -262,3 +266,39 @@ def test_mosquitto_restarted_twice_mid_stream_and_once_while_ingest_is_down_lose
         proc.kill()
     assert len(acked) == len(messages)  # the publishers got every PUBACK through the restarts
     assert count_points(influxd, influx_db) == len(messages)
+
+
+def test_the_task_api_answers_503_while_postgresql_is_down_and_recovers(
+    tmp_path: Path, pg: PrivatePostgres, tasks_url: str
+) -> None:
+    port = free_port()
+    conf = tmp_path / "api.toml"
+    conf.write_text(
+        f'[tasks]\nurl = "{tasks_url}"\n[alerts]\napi_port = {port}\ndb_timeout_s = 2.0\n'
+        '[[alerts.teams]]\nname = "城关"\ntoken = "t0ken-chengguan"\ndistricts = ["d1"]\n', encoding="utf-8"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "weijian.cli", "tasks", "serve", "--config", str(conf)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=(tmp_path / "api.log").open("wb"))
+    auth = {"Authorization": "Bearer t0ken-chengguan"}
+    base = f"http://127.0.0.1:{port}"
+
+    def status(path: str) -> int:
+        assert proc.poll() is None, (tmp_path / "api.log").read_text()[-2000:]
+        try:
+            return httpx.get(base + path, headers=auth, timeout=10).status_code
+        except httpx.HTTPError:
+            return 0
+
+    try:
+        wait_for(lambda: status("/tasks") == 200, 30, "the API")
+        pg.stop()
+        try:
+            assert status("/tasks") == 503  # degraded, not crashed
+            assert status("/healthz") == 503
+            assert status("/tasks/1") == 503
+        finally:
+            pg.start()
+        wait_for(lambda: status("/tasks") == 200 and status("/healthz") == 200, 30, "the API to recover")
+    finally:
+        proc.terminate()
+        proc.wait(30)
