@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psycopg
 import pytest
 
 from weijian.local_services import Broker, Influx, running_influxd, running_mosquitto
+
+if TYPE_CHECKING:
+    from tests.alerts.conftest import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_REGISTRY = ROOT / "examples" / "registry.toml"
@@ -63,10 +68,10 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'tasks.sqlite'}"
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """The local PostgreSQL with a fresh schema for this test run, dropped at the end."""
-    schema = f"weijian_test_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def private_schema(prefix: str) -> Iterator[str]:
+    """A fresh schema in the local PostgreSQL, dropped afterwards; yields its URL."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg.connect(POSTGRES_DSN, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:  # fail loudly: the production path must be tested
@@ -77,6 +82,33 @@ def postgres_url() -> Iterator[str]:
             yield f"{POSTGRES_DSN}?options=-csearch_path%3D{schema}"
         finally:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The local PostgreSQL with a fresh schema for this test run, dropped at the end."""
+    with private_schema("weijian_test") as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """An empty PostgreSQL schema of this test's own, so counts are this test's rows only."""
+    with private_schema("weijian_own") as url:
+        yield url
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A local SMS relay that checks each request's signature (tests/alerts/conftest.py)."""
+    from tests.alerts.conftest import Receiver
+
+    r = Receiver()
+    r.start()
+    try:
+        yield r
+    finally:
+        r.stop()
 
 
 @pytest.fixture

@@ -9,9 +9,7 @@ import asyncio
 import json
 import random
 import threading
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,18 +35,6 @@ from tests.alerts.conftest import Receiver, make_settings
 from tests.conftest import POSTGRES_DSN
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def fresh_pg_url() -> Iterator[str]:
-    """A PostgreSQL schema of this test's own, so counts are this test's rows only."""
-    schema = f"weijian_claim_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_DSN, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            yield f"{POSTGRES_DSN}?options=-csearch_path%3D{schema}"
-        finally:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -61,16 +61,6 @@ def tasks_url(pg: PrivatePostgres) -> str:
     return pg.url.rsplit("/", 1)[0] + f"/{name}"
 
 
-@pytest.fixture
-def sms() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    try:
-        yield r
-    finally:
-        r.stop()
-
-
 def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url, connect_timeout=5) as conn:
         return list(conn.execute(sql).fetchall())  # type: ignore[arg-type]
@@ -80,7 +70,7 @@ def _deployment(tmp_path: Path, names: list[str], **kw: object) -> list[IngestPr
     return [IngestProcess(ingest_config(tmp_path, n, **kw), tmp_path / f"{n}.log") for n in names]  # type: ignore[arg-type]
 
 
-def _check_one_alert_per_breach(url: str, start: object, sms: Receiver) -> None:
+def _check_one_alert_per_breach(url: str, start: object, receiver: Receiver) -> None:
     groups = _rows(url, "SELECT site_id, device_id, rule_id, count(*) FROM alerts_alerts"
                         " GROUP BY site_id, device_id, rule_id")
     assert all(n == 1 for *_, n in groups), groups  # one evaluator per device: never two alerts
@@ -92,16 +82,16 @@ def _check_one_alert_per_breach(url: str, start: object, sms: Receiver) -> None:
     tasks = _rows(url, "SELECT alert_id, count(*) FROM alerts_tasks GROUP BY alert_id")
     assert all(n == 1 for _, n in tasks)
     assert {str(r[1]) for r in hot} <= {str(a) for a, _ in tasks}
-    keys = sms.keys()
+    keys = receiver.keys()
     assert len(keys) == len(set(keys)), Counter(keys).most_common(3)  # each notification once
-    by_alert = Counter(m["alert_id"] for m in sms.received)
+    by_alert = Counter(m["alert_id"] for m in receiver.received)
     for _, alert_id, _, _ in hot:
         assert by_alert[alert_id] == 1  # the unit's handler, told once, as with one process
 
 
 def test_three_processes_judge_each_device_once_and_take_over_a_killed_one(
     tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
-    tasks_url: str, sms: Receiver,
+    tasks_url: str, receiver: Receiver,
 ) -> None:
     registry_path = tmp_path / "registry.toml"
     devices = fridge_registry(registry_path, gateways=13, per_gateway=4)
@@ -111,7 +101,7 @@ def test_three_processes_judge_each_device_once_and_take_over_a_killed_one(
     messages = fridge_readings(topic_root, devices, HOT, minutes, start)
     procs = _deployment(
         tmp_path, ["a", "b", "c"], broker=mosquitto, influx=influxd, database=influx_db, root=topic_root,
-        registry=registry_path, tasks_url=tasks_url, sms_url=sms.url, secret=SECRET.decode(),
+        registry=registry_path, tasks_url=tasks_url, sms_url=receiver.url, secret=SECRET.decode(),
         deployment=f"cl-{topic_root.split('/')[0]}",
     )
     try:
@@ -136,7 +126,7 @@ def test_three_processes_judge_each_device_once_and_take_over_a_killed_one(
         wait_for(lambda: count_points(influxd, influx_db) == len(messages), 60, "every reading stored")
         wait_for(lambda: len(_rows(tasks_url, "SELECT 1 FROM alerts_tasks t JOIN alerts_alerts a"
                                               " USING (alert_id) WHERE a.rule_id = 'cc-excursion-high'")) == 3
-                 and len(sms.received) >= 3, 60, "three tasks and their SMS")
+                 and len(receiver.received) >= 3, 60, "three tasks and their SMS")
         victim.start()  # rejoins without a manual step and is given work again
         wait_for(lambda: bool(victim.partitions()), 60, "the restarted process to hold partitions")
         time.sleep(2)  # any duplicate judging or second delivery would show now
@@ -146,18 +136,18 @@ def test_three_processes_judge_each_device_once_and_take_over_a_killed_one(
         for p in procs:
             p.kill()
     assert count_points(influxd, influx_db) == len(messages)
-    _check_one_alert_per_breach(tasks_url, start, sms)
+    _check_one_alert_per_breach(tasks_url, start, receiver)
 
 
 def test_two_processes_started_at_once_on_an_empty_database_both_run(
     tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
-    tasks_url: str, sms: Receiver,
+    tasks_url: str, receiver: Receiver,
 ) -> None:
     registry_path = tmp_path / "registry.toml"
     fridge_registry(registry_path, gateways=6, per_gateway=2)
     procs = _deployment(
         tmp_path, ["a", "b"], broker=mosquitto, influx=influxd, database=influx_db, root=topic_root,
-        registry=registry_path, tasks_url=tasks_url, sms_url=sms.url, secret=SECRET.decode(),
+        registry=registry_path, tasks_url=tasks_url, sms_url=receiver.url, secret=SECRET.decode(),
         deployment=f"st-{topic_root.split('/')[0]}",
     )
     try:
@@ -175,7 +165,7 @@ def test_two_processes_started_at_once_on_an_empty_database_both_run(
 
 def test_postgresql_down_for_a_minute_storage_goes_on_and_every_reading_is_judged_after(
     tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
-    pg: PrivatePostgres, tasks_url: str, sms: Receiver,
+    pg: PrivatePostgres, tasks_url: str, receiver: Receiver,
 ) -> None:
     registry_path = tmp_path / "registry.toml"
     devices = fridge_registry(registry_path, gateways=13, per_gateway=4)
@@ -184,7 +174,7 @@ def test_postgresql_down_for_a_minute_storage_goes_on_and_every_reading_is_judge
     messages = fridge_readings(topic_root, devices, HOT, minutes, start)
     procs = _deployment(
         tmp_path, ["a", "b"], broker=mosquitto, influx=influxd, database=influx_db, root=topic_root,
-        registry=registry_path, tasks_url=tasks_url, sms_url=sms.url, secret=SECRET.decode(),
+        registry=registry_path, tasks_url=tasks_url, sms_url=receiver.url, secret=SECRET.decode(),
         deployment=f"pg-{topic_root.split('/')[0]}",
     )
     try:
@@ -217,18 +207,18 @@ def test_postgresql_down_for_a_minute_storage_goes_on_and_every_reading_is_judge
             return len(seen) == len(devices) and all(v == final for v in seen.values())
 
         wait_for(everything_judged, 90, "every device judged up to its last reading")
-        wait_for(lambda: len(sms.received) >= 3, 60, "the three SMS")
+        wait_for(lambda: len(receiver.received) >= 3, 60, "the three SMS")
         for p in procs:
             assert p.stop() == 0
     finally:
         for p in procs:
             p.kill()
-    _check_one_alert_per_breach(tasks_url, start, sms)
+    _check_one_alert_per_breach(tasks_url, start, receiver)
 
 
 def test_mosquitto_restarted_twice_mid_stream_and_once_while_ingest_is_down_loses_nothing(
     tmp_path: Path, fresh_mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
-    sms: Receiver,
+    receiver: Receiver,
 ) -> None:
     registry_path = tmp_path / "registry.toml"
     devices = fridge_registry(registry_path, gateways=8, per_gateway=5)
@@ -238,7 +228,7 @@ def test_mosquitto_restarted_twice_mid_stream_and_once_while_ingest_is_down_lose
     first, rest = messages[:5000], messages[5000:]
     [proc] = _deployment(
         tmp_path, ["a"], broker=fresh_mosquitto, influx=influxd, database=influx_db, root=topic_root,
-        registry=registry_path, tasks_url=f"sqlite:///{tmp_path / 'tasks.sqlite'}", sms_url=sms.url,
+        registry=registry_path, tasks_url=f"sqlite:///{tmp_path / 'tasks.sqlite'}", sms_url=receiver.url,
         secret=SECRET.decode(), deployment=f"mq-{topic_root.split('/')[0]}", alerts=False,
     )
     try:
