@@ -120,6 +120,18 @@ class AlertService:
         self.now = now
         config, self.dispatch = build_engine_config(settings, registry, scope)
         self.state = EngineState(config=config)
+        self._state_key = state_key
+        self._fence = fence
+        self._epoch: int | None = None
+        if state_key is not None:
+            # The fencing token first: a former holder's write still in flight commits before
+            # this (and is loaded below) or fails on the epoch after it.
+            self._epoch = store.take_over(state_key, now())
+            saved = {k: json.loads(v) for k, v in store.engine_states().items()}
+            own = saved.get(state_key, {})
+            rows = [own] if own.get("v") else list(saved.values())
+            for row in rows:  # another layout's rows when this partition has none of its own
+                restore(self.state, row)
         gateways = {d.gateway_id for d in config.devices.values()}
         for alert in store.open_alerts():  # a restart forgets no open alert and fires none twice
             if (alert.site_id, alert.device_id) in config.devices or (
@@ -127,13 +139,6 @@ class AlertService:
             ):
                 self.state.alerts[alert.key] = alert
         self.state.silences.extend(store.silences())
-        self._state_key = state_key
-        self._fence = fence
-        if state_key is not None:
-            saved = store.engine_states()
-            rows = [saved[state_key]] if state_key in saved else list(saved.values())
-            for row in rows:  # another layout's rows when this partition has none of its own
-                restore(self.state, json.loads(row))
         self._dirty = False
         self.worker = worker or OutboxWorker(store, channels, settings.alerts, now=now)
         self.readings = 0
@@ -211,7 +216,7 @@ class AlertService:
                 if self._state_key is not None:
                     state = (self._state_key, json.dumps(snapshot(self.state), separators=(",", ":")))
                 await asyncio.to_thread(self.store.record, p.alerts, p.tasks, p.outbox, p.audits, now,
-                                        state=state, fence=fence)
+                                        state=state, fence=fence, epoch=self._epoch)
                 self._dirty = False
                 self.degraded = False
                 return

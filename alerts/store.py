@@ -207,6 +207,7 @@ engine_state_table = Table(  # revision 0002
     Column("key", String(64), primary_key=True),
     Column("state", Text, nullable=False),  # JSON, opaque to the store
     Column("updated_at", _ts, nullable=False),
+    Column("epoch", Integer, nullable=False, server_default="0"),  # revision 0003: the fencing token
 )
 
 
@@ -506,6 +507,7 @@ class Store:
         *,
         state: tuple[str, str] | None = None,
         fence: Fence | None = None,
+        epoch: int | None = None,
     ) -> list[int]:
         """Write alert changes, new tasks, queued notifications and engine state in one transaction.
 
@@ -517,6 +519,9 @@ class Store:
             now: the time stamped on new rows.
             state: ``(key, json_text)`` to upsert into ``alerts_engine_state`` (see
                 :meth:`engine_states`), written even when nothing else is.
+            epoch: with ``state``, the epoch :meth:`take_over` gave this writer; the state row is
+                updated only while it still has that epoch (checked first, under the row's lock),
+                else PartitionLost. None: upsert without a check.
             fence: on PostgreSQL, the advisory lock this writer must still hold; checked first,
                 inside the transaction. Ignored on SQLite (one process owns a SQLite file).
 
@@ -532,9 +537,19 @@ class Store:
         latest = {a.alert_id: a for a in alerts}
         try:
             with self.engine.begin() as conn:
+                if state is not None and epoch is not None:
+                    # First, and it locks the row: a takeover's epoch bump waits for this
+                    # transaction, and this one finds the epoch moved on after a takeover.
+                    done = conn.execute(
+                        update(engine_state_table)
+                        .where(engine_state_table.c.key == state[0], engine_state_table.c.epoch == epoch)
+                        .values(state=state[1], updated_at=now)
+                    )
+                    if done.rowcount != 1:
+                        raise PartitionLost(f"{state[0]}: taken over since epoch {epoch}")
                 if fence is not None and self._is_postgres:
                     _check_fence(conn, fence)
-                if state is not None:
+                if state is not None and epoch is None:
                     self._upsert_state(conn, state[0], state[1], now)
                 for alert in latest.values():
                     row = _alert_row(alert)
@@ -580,6 +595,27 @@ class Store:
             index_elements=[engine_state_table.c.key],
             set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
         ))
+
+    def take_over(self, key: str, now: datetime) -> int:
+        """Become the holder of an engine state: increment and return its epoch (the fencing token).
+
+        Call it before loading the partition's alerts and state; pass the epoch to every
+        :meth:`record` of the partition. A row that does not exist yet is created empty (``{}``).
+
+        Raises:
+            StoreUnavailable: the database failed.
+        """
+        dialect_insert = pg_insert if self._is_postgres else sqlite_insert
+        stmt = dialect_insert(engine_state_table).values(key=key, state="{}", updated_at=now, epoch=1)
+        bump = stmt.on_conflict_do_update(
+            index_elements=[engine_state_table.c.key],
+            set_={"epoch": engine_state_table.c.epoch + 1},
+        ).returning(engine_state_table.c.epoch)
+        try:
+            with self.engine.begin() as conn:
+                return int(conn.execute(bump).scalar_one())
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot take over the engine state {key}: {exc}") from exc
 
     def engine_states(self) -> dict[str, str]:
         """Every saved engine state: key -> the JSON text given to :meth:`record`.

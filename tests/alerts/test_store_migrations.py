@@ -23,7 +23,7 @@ from alerts.store import MIGRATION_LOCK_KEY, Store, _alembic_config, engine_url,
 from tests.alerts.conftest import free_port
 from tests.conftest import POSTGRES_DSN, ROOT
 
-HEAD = "0002"
+HEAD = "0003"
 WEIJIAN = Path(sys.executable).with_name("weijian")
 
 # A child process: import everything, say it is ready, wait for "go", then open a Store.
@@ -179,7 +179,7 @@ def test_tasks_migrate_upgrades_an_unversioned_database_keeping_its_rows(
     first = _migrate_cli(config)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("alerts database ")
-    assert first.stdout.strip().endswith(": 0001 -> 0002")
+    assert first.stdout.strip().endswith(f": 0001 -> {HEAD}")
     assert _versions(empty_url) == [HEAD]
 
     store = Store(empty_url)
@@ -199,7 +199,7 @@ def test_tasks_migrate_upgrades_an_unversioned_database_keeping_its_rows(
 
     second = _migrate_cli(config)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.strip().endswith(": already at 0002")
+    assert second.stdout.strip().endswith(f": already at {HEAD}")
 
 
 def test_tasks_migrate_hides_the_password_and_exits_1_when_the_database_is_unreachable(
