@@ -658,6 +658,8 @@ def restore(state: EngineState, data: Mapping[str, Any]) -> None:
         for g, t in data.get(name, {}).items():
             if g in gateways and (g not in target or _at(t) > target[g]):
                 target[g] = _at(t)
+    for g in [g for g, went in state.offline.items() if state.back_online.get(g, went) > went]:
+        del state.offline[g]  # merged rows: it came back after it went; the later event wins
     started = data.get("started")
     if started is not None and (state.started is None or _at(started) < state.started):
         state.started = _at(started)

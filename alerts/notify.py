@@ -206,14 +206,20 @@ class OutboxWorker:
         store's lease runs out.
         """
         now = self.now()
-        items = await asyncio.to_thread(self.store.claim_notifications, now, 500, self.worker_id)
+        # A few at a time, so that every claimed item is sent well within the claim's lease.
+        batch = 2 * self.settings.outbox_concurrency
+        items = await asyncio.to_thread(self.store.claim_notifications, now, batch, self.worker_id)
         if not items:
             return 0
         limit = asyncio.Semaphore(self.settings.outbox_concurrency)
 
         async def one(item: OutboxItem) -> None:
             async with limit:
-                await self._deliver(client, item)
+                try:
+                    await self._deliver(client, item)
+                except Exception as exc:  # the database failed while settling: the claim expires
+                    self.degraded = True
+                    log.error("notify.settle_failed", extra={"item": item.id, "error": repr(exc)})
 
         async with asyncio.TaskGroup() as tg:
             for item in items:
@@ -260,9 +266,9 @@ class OutboxWorker:
         """Deliver forever (until cancelled), polling the outbox every ``outbox_poll_s``."""
         while True:
             try:
+                self.degraded = False  # set again by a delivery that cannot be settled
                 tried = await self.run_once(client)
-                self.degraded = False
-            except WeijianError as exc:
+            except Exception as exc:  # the outbox fails alone: never the process it runs in
                 if not self.degraded:  # log changes, not repetitions
                     log.error("notify.outbox_unavailable", extra={"error": str(exc)})
                 self.degraded = True

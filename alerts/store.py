@@ -61,7 +61,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from alerts.engine import Alert, Silence
 from weijian.contract import AlertState, Kind
-from weijian.errors import WeijianError
+from weijian.errors import PartitionLost, WeijianError
 from weijian.rules import Severity
 
 if TYPE_CHECKING:
@@ -91,13 +91,6 @@ if logging.getLogger("alembic").level == logging.NOTSET:
 
 class StoreUnavailable(WeijianError):
     """The alerts database could not be reached or refused a statement."""
-
-
-class PartitionLost(WeijianError):
-    """A fenced write was refused: the advisory lock of the :class:`Fence` is no longer held.
-
-    Another process may own the partition now; the writer must stop acting for it.
-    """
 
 
 class TaskStatus(StrEnum):

@@ -12,8 +12,9 @@ Each round (every ``claim_interval_s``) a process counts the members, claims fre
 up to its fair share ``ceil(partitions / members)``, and names what it holds beyond that
 share, which the caller stops cleanly and then unlocks, so a process that joins gets work
 without a manual step. After a reconnection (PostgreSQL restarted) the process takes back
-its own partitions at once and waits ``claim_interval_s * 2`` before claiming new ones, so
-the processes that come back later find theirs free.
+its own partitions at once and waits the connection budget plus two rounds before claiming
+new ones, so the processes that come back later find theirs free. A process claims nothing in
+the round that connected, so processes started together count each other before claiming.
 
 :class:`LocalCoordinator` is for one process with SQLite: it holds every partition while it
 holds an exclusive ``flock`` on a file, so a second process on the same machine waits as a
@@ -36,6 +37,8 @@ from pathlib import Path
 from typing import Protocol
 
 import psycopg
+
+from weijian.errors import PartitionLost
 
 __all__ = ["Coordinator", "LocalCoordinator", "PgCoordinator", "Round", "lock_key"]
 
@@ -118,6 +121,7 @@ class PgCoordinator:
         self._pid = 0
         self._member_id = random.randrange(1, 2**31)
         self._connected_at = 0.0
+        self._first = True  # no connection yet: the first one waits one round only
         self._last_error = ""
         self.held: set[int] = set()
         self.members = 0
@@ -129,8 +133,10 @@ class PgCoordinator:
 
     def fence(self, index: int) -> tuple[int, int, int] | None:
         """The lock that must still be ours when a write for ``index`` commits."""
-        if not self.is_connected or index not in self.held:
-            raise ConnectionError(f"partition {index}: coordinator not connected or lock not held")
+        if index not in self.held:
+            raise PartitionLost(f"partition {index}: its lock is no longer held by this process")
+        if not self.is_connected:
+            raise ConnectionError(f"partition {index}: the coordinator is reconnecting")
         return (self._partitions_class, index, self._pid)
 
     async def _scalar(self, sql: str, *params: int) -> int:
@@ -159,11 +165,11 @@ class PgCoordinator:
         self._pid = conn.info.backend_pid
         while not await self._try_lock(self._members_class, self._member_id):
             self._member_id = random.randrange(1, 2**31)
+        self._connected_at = time.monotonic()
         for index in sorted(self.held):
             if not await self._try_lock(self._partitions_class, index):
                 lost.add(index)
-        self.held -= lost
-        self._connected_at = time.monotonic()
+                self.held.discard(index)  # at once: a later failure must not leave it listed
         log.info("coordinator.connected", extra={"member": self._member_id, "held": sorted(self.held),
                                                   "lost": sorted(lost)})
 
@@ -174,13 +180,22 @@ class PgCoordinator:
             fresh = not self.is_connected
             if fresh:
                 await self._connect(out.lost)
+            # pg_locks lists the whole cluster; advisory locks belong to one database.
             self.members = await self._scalar(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
-                " AND granted AND classid::bigint = %s", self._members_class & 0xFFFFFFFF,
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted"
+                " AND classid::bigint = %s"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                self._members_class & 0xFFFFFFFF,
             )
             share = math.ceil(len(self._partitions) / max(1, self.members))
-            settled = time.monotonic() - self._connected_at >= 2 * self._interval_s or not fresh
-            if len(self.held) < share and (settled or not self.held):
+            # Claim nothing in the round that connected, so that processes starting (or coming
+            # back after a PostgreSQL restart) together count each other first; after a
+            # reconnection wait long enough for the slowest peer's connection attempt too.
+            wait_s = self._interval_s if self._first else self._connect_timeout_s + 2 * self._interval_s
+            settled = not fresh and time.monotonic() - self._connected_at >= wait_s
+            if fresh:
+                self._first = False
+            if len(self.held) < share and settled:
                 start = self._member_id % max(1, len(self._partitions))
                 for index in self._partitions[start:] + self._partitions[:start]:
                     if len(self.held) >= share:
@@ -226,6 +241,7 @@ class LocalCoordinator:
         self._path = path
         self._partitions = set(partitions)
         self._fd: int | None = None
+        self._last_error = ""
         self.held: set[int] = set()
         self.members = 1
 
@@ -237,8 +253,15 @@ class LocalCoordinator:
         """Take the file lock if it is free; then hold everything."""
         out = Round()
         if self._fd is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                if str(exc) != self._last_error:
+                    log.error("coordinator.lock_file_unusable",
+                              extra={"path": str(self._path), "error": str(exc)})
+                self._last_error = str(exc)
+                return out
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -171,6 +171,7 @@ class MqttIntake:
         client_id: str,
         keep: Callable[[bytes], bool] | None = None,
         persistent: bool = True,
+        max_pending: int | None = None,
     ) -> None:
         """Prepare a connection.
 
@@ -182,6 +183,8 @@ class MqttIntake:
                 unknown-site catcher's QoS 0 copy of the stream).
             persistent: a persistent session (``clean_start=False`` with an expiry), else a
                 clean one.
+            max_pending: stop reading the socket once this many messages wait (default two
+                batches); a process with many sessions gives each a share.
         """
         self._mqtt = mqtt_settings
         self._ingest = ingest
@@ -223,7 +226,7 @@ class MqttIntake:
         # Read no further ahead than this: whatever the broker's in-flight limit (Receive
         # Maximum is advisory to a broker configured with max_inflight_messages 0), at most two
         # batches wait in memory.
-        self._max_pending = 2 * ingest.batch_size
+        self._max_pending = max_pending or 2 * ingest.batch_size
         self._paused = False
         self._peek_timer: asyncio.TimerHandle | None = None
         self._peek_every_s = max(0.5, mqtt_settings.keepalive_s / 2)
@@ -408,13 +411,17 @@ class MqttIntake:
             raise MqttLost(f"cannot connect to {self._mqtt.host}:{self._mqtt.port}: {exc!r}") from exc
 
     async def keepalive(self) -> None:
-        """Forever: let paho send PINGREQs and notice a dead broker."""
+        """Forever: let paho send PINGREQs and notice a dead broker.
+
+        Raises:
+            MqttLost: the connection is gone (SessionTakenOver if another client took our id).
+        """
         while True:
             await asyncio.sleep(1)
             if self._client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS and not self.lost.done():
                 self.lost.set_exception(MqttLost("keepalive failed"))
             if self.lost.done():
-                return
+                self.lost.result()  # raises: the session's TaskGroup ends, whatever it was waiting on
 
     async def next_batch(self, interval_s: float) -> list[Incoming]:
         """Wait until a batch is full or ``interval_s`` passed, then take what has arrived."""

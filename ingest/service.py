@@ -47,6 +47,7 @@ from ingest.validate import Incoming, Quarantined, classify, classify_batch
 from weijian.clock import Clock
 from weijian.config import Settings
 from weijian.contract import AlertEvent, GatewayStatus, Reading, alert_topic
+from weijian.errors import PartitionLost
 from weijian.registry import Registry
 
 __all__ = ["AlertJudge", "AlertsStage", "IngestService", "make_writer"]
@@ -114,8 +115,7 @@ def _load_alerts(settings: Settings, registry: Registry, clock: Callable[[], dat
 
 
 def _partition_lost(exc: BaseException) -> bool:
-    """``alerts.store.PartitionLost`` without importing the inside of another stage."""
-    return type(exc).__name__ == "PartitionLost"
+    return isinstance(exc, PartitionLost)
 
 
 class _Backoff:
@@ -299,7 +299,8 @@ class IngestService:
 
     async def _storage_session(self, part: Partition, stop: asyncio.Event) -> None:
         cfg = self.settings.ingest
-        intake = MqttIntake(self.settings.mqtt, cfg, client_id=f"{cfg.client_id}-p{part.index}")
+        intake = MqttIntake(self.settings.mqtt, cfg, client_id=f"{cfg.client_id}-p{part.index}",
+                            max_pending=self._read_ahead())
         self.intakes[f"p{part.index}"] = intake
         # What the last session admitted but never stored is redelivered: forget it, and
         # remember only the seqs made durable.
@@ -337,6 +338,17 @@ class IngestService:
             self._subscribed.discard(f"p{part.index}")
             intake.close()
 
+    def _read_ahead(self) -> int:
+        """Messages a session may hold unread: two batches shared by all the process's sessions.
+
+        Each partition has two sessions; giving each two whole batches let a process holding
+        eight partitions keep most of a backlog in memory (over 500 MB).
+        """
+        held = max(1, len(self._runners), len(self.coordinator.held))
+        sessions = held * (2 if self._alerts is not None else 1)
+        batch = self.settings.ingest.batch_size
+        return max(min(500, batch), 2 * batch // sessions)
+
     def _subscriptions(self, part: Partition) -> list[Subscription]:
         # Retained statuses only when the subscription is new: afterwards the engine state has them.
         topics: list[Subscription] = [(t, SubscribeOptions(qos=1)) for t in part.reading_topics(self._root)]
@@ -355,7 +367,8 @@ class IngestService:
     async def _alerts_session(self, part: Partition, stop: asyncio.Event) -> None:
         cfg = self.settings.ingest
         judge = self._judges.get(part.index) or await self._judge(part)
-        intake = MqttIntake(self.settings.mqtt, cfg, client_id=f"{cfg.client_id}-p{part.index}-alerts")
+        intake = MqttIntake(self.settings.mqtt, cfg, client_id=f"{cfg.client_id}-p{part.index}-alerts",
+                            max_pending=self._read_ahead())
         self.intakes[f"a{part.index}"] = intake
         topics = self._subscriptions(part)
         waiting: list[Incoming] = []  # judged, to be acknowledged after the next save
@@ -389,7 +402,9 @@ class IngestService:
                 intake.stop_reading()
                 rest = intake.take_pending()
                 if rest:
-                    await judge.handle_batch(self._alert_items(rest), self.events)
+                    items = self._alert_items(rest)
+                    self.metrics.alerts_judged.inc(len(items))
+                    await judge.handle_batch(items, self.events)
                     waiting += rest
                     self._alerts_unacked += len(rest)
                 await judge.checkpoint()
@@ -465,8 +480,12 @@ class IngestService:
         quit_ = asyncio.Event()
 
         async def watch() -> None:
-            await asyncio.wait([asyncio.ensure_future(stop.wait()), asyncio.ensure_future(moved.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(moved.wait())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
             quit_.set()
 
         n = part.index
@@ -523,8 +542,7 @@ class IngestService:
             await intake.connect([])
             self._control = intake
             self.metrics.mqtt_connected.set(1)
-            await intake.keepalive()  # returns when the connection is lost
-            intake.lost.result()
+            await intake.keepalive()  # raises MqttLost when the connection is lost
         finally:
             self._control = None
             self.metrics.mqtt_connected.set(0)
@@ -562,34 +580,43 @@ class IngestService:
         self._runners[index] = (task, stop)
         log.info("partition.started", extra={"partition": index})
 
-    async def _stop(self, index: int) -> None:
-        task, stop = self._runners.pop(index)
-        stop.set()
-        await asyncio.wait([task])
-        log.info("partition.stopped", extra={"partition": index})
+    async def _stop(self, *indices: int) -> None:
+        """Stop partitions together: drain for ``drain_timeout_s``, then cancel what is left.
+
+        Cancelling loses nothing: what a session has not acknowledged stays with the broker.
+        """
+        runners = [self._runners.pop(i) for i in indices if i in self._runners]
+        for _, stop in runners:
+            stop.set()
+        tasks = [task for task, _ in runners]
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=self.settings.ingest.drain_timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+        log.info("partition.stopped", extra={"partitions": sorted(indices), "cancelled": len(late)})
 
     async def _manage(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> None:
         coordinator = self.coordinator
         interval = self.settings.ingest.claim_interval_s
         while not stop.is_set():
             result = await coordinator.round()
-            for index in sorted(result.lost):
-                if index in self._runners:
-                    await self._stop(index)
-            for index in sorted(result.surplus):  # a process joined: give this one back cleanly
-                if index in self._runners:
-                    await self._stop(index)
-                await coordinator.unlock(index)
-            for index in sorted(result.claimed):
-                if index not in self._runners:
-                    self._start(tg, index)
-            for index, (task, run_stop) in list(self._runners.items()):
-                if run_stop.is_set() or task.done():  # moved away under us: give it up
-                    await self._stop(index)
+            await self._stop(*result.lost)
+            if result.surplus:  # a process joined: give these back cleanly
+                await self._stop(*result.surplus)
+                for index in result.surplus:
                     await coordinator.unlock(index)
+            gone = [i for i, (task, run_stop) in self._runners.items() if run_stop.is_set() or task.done()]
+            if gone:  # moved away under us: give them up
+                await self._stop(*gone)
+                for index in gone:
+                    await coordinator.unlock(index)
+            for index in sorted(coordinator.held - set(self._runners)):  # claimed, or held unrun
+                self._start(tg, index)
             await _sleep_unless(stop, interval)
-        for index in list(self._runners):
-            await self._stop(index)
+        await self._stop(*self._runners)
 
     # --- the whole service -------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ WeijianError
  ├── UsageError        bad configuration or input a person must fix (CLI exit 2)
  │    ├── ConfigError      a bad --config file or environment override
  │    └── RegistryError    a bad site registry file
- └── ServiceError      a local service (Mosquitto, InfluxDB) could not be started
+ ├── ServiceError      a local service (Mosquitto, InfluxDB) could not be started
+ └── PartitionLost     another process holds an ingest partition now: stop acting for it
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-__all__ = ["ConfigError", "RegistryError", "ServiceError", "UsageError", "WeijianError"]
+__all__ = ["ConfigError", "PartitionLost", "RegistryError", "ServiceError", "UsageError", "WeijianError"]
 
 
 class WeijianError(Exception):
     """Base of every error weijian raises on purpose."""
+
+
+class PartitionLost(WeijianError):
+    """A partition's lock, epoch or session is no longer this process's: stop acting for it.
+
+    Raised by ingest's coordinator (the lock is not held) and by the alerts store (a fenced
+    write was refused); shared so that both stages name the same condition.
+    """
 
 
 class UsageError(WeijianError):

@@ -206,3 +206,17 @@ def test_a_takeover_with_redelivery_gives_the_transitions_of_one_uninterrupted_e
     redelivered = [(i, e) for i, e in indexed[back:cut] if isinstance(e, Reading)]
     after = feed(_takeover(first), redelivered + indexed[cut:])
     assert before + after == whole
+
+
+def test_merged_snapshots_keep_the_later_of_offline_and_back_online() -> None:
+    from alerts.engine import restore
+
+    old_layout = {"v": 1, "offline": {"gw-1": 60_000_000}}  # went offline at t=60 s
+    new_layout = {"v": 1, "back_online": {"gw-1": 120_000_000}}  # came back at t=120 s
+    state = fresh()
+    for row in (old_layout, new_layout):
+        restore(state, row)
+    assert "gw-1" not in state.offline and "gw-1" in state.back_online
+    again = fresh()
+    restore(again, {"v": 1, "offline": {"gw-1": 180_000_000}, "back_online": {"gw-1": 120_000_000}})
+    assert "gw-1" in again.offline  # offline again after it came back: still offline
