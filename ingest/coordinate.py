@@ -121,7 +121,7 @@ class PgCoordinator:
         self._pid = 0
         self._member_id = random.randrange(1, 2**31)
         self._connected_at = 0.0
-        self._first = True  # no connection yet: the first one waits one round only
+        self._connections = 0  # the first waits one round before claiming, a reconnection longer
         self._last_error = ""
         self.held: set[int] = set()
         self.members = 0
@@ -166,6 +166,7 @@ class PgCoordinator:
         while not await self._try_lock(self._members_class, self._member_id):
             self._member_id = random.randrange(1, 2**31)
         self._connected_at = time.monotonic()
+        self._connections += 1
         for index in sorted(self.held):
             if not await self._try_lock(self._partitions_class, index):
                 lost.add(index)
@@ -191,10 +192,10 @@ class PgCoordinator:
             # Claim nothing in the round that connected, so that processes starting (or coming
             # back after a PostgreSQL restart) together count each other first; after a
             # reconnection wait long enough for the slowest peer's connection attempt too.
-            wait_s = self._interval_s if self._first else self._connect_timeout_s + 2 * self._interval_s
-            settled = not fresh and time.monotonic() - self._connected_at >= wait_s
-            if fresh:
-                self._first = False
+            wait_s = self._interval_s
+            if self._connections > 1:
+                wait_s = self._connect_timeout_s + 2 * self._interval_s
+            settled = not fresh and time.monotonic() - self._connected_at >= wait_s * 0.9
             if len(self.held) < share and settled:
                 start = self._member_id % max(1, len(self._partitions))
                 for index in self._partitions[start:] + self._partitions[:start]:
