@@ -551,17 +551,20 @@ class IngestService:
     async def _publish_events(self) -> None:
         while True:
             event = await self.events.get()
-            await self.storage.store(alert_line(event).encode(), 1)
-            payload = event.model_dump_json().encode()
-            while True:
-                intake = self._control
-                if intake is not None:
-                    try:
-                        await intake.publish(alert_topic(self._root, event.site_id), payload)
-                        break
-                    except MqttLost as exc:
-                        log.warning("alert.publish_failed", extra={"error": str(exc)})
-                await asyncio.sleep(0.5)
+            try:
+                await self.storage.store(alert_line(event).encode(), 1)
+                payload = event.model_dump_json().encode()
+                while True:
+                    intake = self._control
+                    if intake is not None:
+                        try:
+                            await intake.publish(alert_topic(self._root, event.site_id), payload)
+                            break
+                        except MqttLost as exc:
+                            log.warning("alert.publish_failed", extra={"error": str(exc)})
+                    await asyncio.sleep(0.5)
+            finally:
+                self.events.task_done()
 
     # --- partitions: claim, run, give back ----------------------------------------------------
 
@@ -690,9 +693,11 @@ class IngestService:
                 await tg.create_task(self._manage(tg, stop), name="partitions")
                 try:
                     async with asyncio.timeout(cfg.drain_timeout_s):
+                        await self.events.join()  # the events of the final batches, out too
                         await self.storage.flush()
                 except TimeoutError:
-                    log.warning("shutdown.spool_left", extra={"points": self.spool.points})
+                    left = {"points": self.spool.points, "events": self.events.qsize()}
+                    log.warning("shutdown.left", extra=left)
                 for task in background:
                     task.cancel()
         finally:

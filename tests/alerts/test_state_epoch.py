@@ -1,0 +1,40 @@
+"""The epoch of a partition's engine state: a former holder's late write is refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from alerts.store import Store
+from weijian.errors import PartitionLost
+
+NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tasks.sqlite'}"
+    return str(request.getfixturevalue("fresh_pg_url"))
+
+
+def test_a_takeover_makes_the_former_holders_writes_fail_and_leaves_its_state(url: str) -> None:
+    first, second = Store(url), Store(url)
+    try:
+        mine = first.take_over("8/8/p3", NOW)
+        first.record([], [], [], now=NOW, state=("8/8/p3", '{"v": 1, "who": "first"}'), epoch=mine)
+        theirs = second.take_over("8/8/p3", NOW)  # another process takes the partition over
+        assert theirs == mine + 1
+        with pytest.raises(PartitionLost):
+            first.record([], [], [], now=NOW, state=("8/8/p3", '{"v": 1, "who": "late"}'), epoch=mine)
+        assert second.engine_states()["8/8/p3"] == '{"v": 1, "who": "first"}'  # not overwritten
+        second.record([], [], [], now=NOW, state=("8/8/p3", '{"v": 1, "who": "second"}'), epoch=theirs)
+        assert first.engine_states()["8/8/p3"] == '{"v": 1, "who": "second"}'
+        with first.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alerts_engine_state")).scalar_one() == 1
+    finally:
+        first.close()
+        second.close()
