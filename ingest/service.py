@@ -43,7 +43,7 @@ from ingest.quarantine import QuarantineStore
 from ingest.receive import MqttIntake, MqttLost, SessionTakenOver, Subscription
 from ingest.spool import Spool
 from ingest.store import InfluxWriter, Storage
-from ingest.validate import Incoming, Quarantined, classify, classify_batch
+from ingest.validate import Incoming, Quarantined, VerdictCache, classify, classify_batch
 from weijian.clock import Clock
 from weijian.config import Settings
 from weijian.contract import AlertEvent, GatewayStatus, Reading, alert_topic
@@ -185,6 +185,7 @@ class IngestService:
         self._control: MqttIntake | None = None
         self._runners: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._judges: dict[int, AlertJudge] = {}
+        self._verdicts: dict[int, VerdictCache] = {}
         self._unacked = 0
         self._alerts_unacked = 0
         self._subscribed: set[str] = set()
@@ -226,6 +227,7 @@ class IngestService:
         tracker: SeqTracker,
         batch: list[Incoming],
         after: asyncio.Task[None] | None = None,
+        cache: VerdictCache | None = None,
     ) -> None:
         """One batch, from bytes to acknowledged.
 
@@ -243,7 +245,8 @@ class IngestService:
         self._unacked += len(batch)
         m.unacked.set(self._unacked)
         now = self._now()
-        readings, statuses, refused = classify_batch(batch, root=self._root, now=now, registry=self.registry)
+        readings, statuses, refused = classify_batch(batch, root=self._root, now=now, registry=self.registry,
+                                                     cache=cache)
         m.readings_in.inc(len(batch) - len(statuses))
         admit = tracker.admit
         new: list[Reading] = []
@@ -313,6 +316,7 @@ class IngestService:
                 keepalive = tg.create_task(intake.keepalive(), name=f"mqtt-keepalive-p{part.index}")
                 in_flight: deque[asyncio.Task[None]] = deque()
                 last: asyncio.Task[None] | None = None
+                cache = self._verdicts.get(part.index)
                 counted = False
                 while not stop.is_set():
                     batch = await intake.next_batch(cfg.batch_interval_s)
@@ -322,7 +326,8 @@ class IngestService:
                         self._subscribed.add(f"p{part.index}")
                     if not batch:
                         continue
-                    last = tg.create_task(self._process(intake, tracker, batch, last), name="ingest-batch")
+                    work = self._process(intake, tracker, batch, last, cache)
+                    last = tg.create_task(work, name="ingest-batch")
                     in_flight.append(last)
                     while in_flight and (len(in_flight) >= _PIPELINE_DEPTH or in_flight[0].done()):
                         # Wait for the oldest batch, but notice a lost connection meanwhile.
@@ -331,7 +336,7 @@ class IngestService:
                             intake.lost.result()  # raises MqttLost: the batches in flight are cut
                         await in_flight.popleft()
                 intake.stop_reading()  # 1. take no new work
-                await self._process(intake, tracker, intake.take_pending(), last)  # 2. finish, ack
+                await self._process(intake, tracker, intake.take_pending(), last, cache)  # 2. finish, ack
                 await intake.disconnect()  # 3. the session stays on the broker
                 keepalive.cancel()
         finally:
@@ -385,7 +390,7 @@ class IngestService:
                     if intake.is_subscribed:
                         self._subscribed.add(f"a{part.index}")
                     if batch:
-                        items = self._alert_items(batch)
+                        items = self._alert_items(batch, part.index)
                         self.metrics.alerts_judged.inc(len(items))
                         self._alerts_unacked += len(batch)
                         waiting += batch
@@ -402,7 +407,7 @@ class IngestService:
                 intake.stop_reading()
                 rest = intake.take_pending()
                 if rest:
-                    items = self._alert_items(rest)
+                    items = self._alert_items(rest, part.index)
                     self.metrics.alerts_judged.inc(len(items))
                     await judge.handle_batch(items, self.events)
                     waiting += rest
@@ -421,14 +426,18 @@ class IngestService:
         self._alerts_unacked -= len(waiting)
         return []
 
-    def _alert_items(self, batch: list[Incoming]) -> list[Reading | GatewayStatus]:
+    def _alert_items(self, batch: list[Incoming], part: int) -> list[Reading | GatewayStatus]:
         """What alerts judges, in arrival order; the storage session quarantines the rest."""
         now = self._now()
         items: list[Reading | GatewayStatus] = []
+        cache = self._verdicts.get(part)
         for message in batch:
             try:
-                verdict = classify(message.topic, message.payload, root=self._root, now=now,
-                                   registry=self.registry)
+                if cache is not None:
+                    verdict = cache.verdict(message, root=self._root, now=now, registry=self.registry)
+                else:
+                    verdict = classify(message.topic, message.payload, root=self._root, now=now,
+                                       registry=self.registry)
             except Exception:  # counted and quarantined by the storage session
                 continue
             if isinstance(verdict, Reading | GatewayStatus):
@@ -489,6 +498,8 @@ class IngestService:
             quit_.set()
 
         n = part.index
+        if self._alerts is not None:  # both sessions see every message: parse each once
+            self._verdicts[n] = VerdictCache(4 * self._read_ahead())  # bounded like the read-ahead
         async with asyncio.TaskGroup() as tg:
             tg.create_task(watch(), name=f"partition-watch-{n}")
             tg.create_task(self._keep_running(f"p{n}", lambda: self._storage_session(part, quit_), quit_,
@@ -500,6 +511,7 @@ class IngestService:
                 tg.create_task(self._keep_running("strays", lambda: self._strays_session(quit_), quit_,
                                                   moved), name="strays")
         self._judges.pop(n, None)
+        self._verdicts.pop(n, None)
         if moved.is_set() and not stop.is_set():
             stop.set()  # tell the manager: this partition is no longer ours
 

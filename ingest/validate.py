@@ -25,7 +25,7 @@ from weijian.contract import (
 )
 from weijian.registry import Registry
 
-__all__ = ["OUT_OF_RANGE", "Incoming", "Quarantined", "Verdict", "classify", "classify_batch"]
+__all__ = ["OUT_OF_RANGE", "Incoming", "Quarantined", "Verdict", "VerdictCache", "classify", "classify_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,45 @@ def _speaks_for_itself(reading: Reading, registry: Registry) -> Reading | Reject
     )
 
 
+class VerdictCache:
+    """Verdicts shared by the two sessions of a partition, so that each message is parsed once.
+
+    The storage and the alerts session of a partition receive the same messages; whichever
+    classifies a message first leaves its verdict here and the other takes it. Keyed by topic
+    and payload; bounded (the oldest entries go first), so a message only one session sees
+    costs a little memory for a while, never correctness: a missing entry is parsed again.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._verdicts: dict[tuple[str, bytes], Verdict | Quarantined] = {}
+        self._size = size
+
+    def verdict(
+        self, message: Incoming, *, root: str, now: datetime, registry: Registry
+    ) -> Verdict | Quarantined:
+        """The message's verdict: the other session's, or a new one left for it."""
+        key = (message.topic, message.payload)
+        found = self._verdicts.pop(key, _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
+        verdict = classify(message.topic, message.payload, root=root, now=now, registry=registry)
+        verdicts = self._verdicts
+        if len(verdicts) >= self._size:
+            del verdicts[next(iter(verdicts))]
+        verdicts[key] = verdict
+        return verdict
+
+
+_MISSING: Final = object()
+
+
 def classify_batch(
-    messages: list[Incoming], *, root: str, now: datetime, registry: Registry
+    messages: list[Incoming],
+    *,
+    root: str,
+    now: datetime,
+    registry: Registry,
+    cache: VerdictCache | None = None,
 ) -> tuple[list[Reading], list[GatewayStatus], list[Quarantined]]:
     """Classify a batch; an unexpected exception quarantines its message as ``internal_error``."""
     readings: list[Reading] = []
@@ -142,7 +179,10 @@ def classify_batch(
     refused: list[Quarantined] = []
     for message in messages:
         try:
-            verdict = classify(message.topic, message.payload, root=root, now=now, registry=registry)
+            if cache is not None:
+                verdict = cache.verdict(message, root=root, now=now, registry=registry)
+            else:
+                verdict = classify(message.topic, message.payload, root=root, now=now, registry=registry)
         except Exception as exc:  # a poison message must not become a crash loop
             log.exception("message.internal_error", extra={"topic": message.topic[:200]})
             verdict = Rejection(RejectReason.INTERNAL_ERROR, "payload", f"{type(exc).__name__}: {exc}")

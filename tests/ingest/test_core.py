@@ -301,3 +301,19 @@ def test_ts_in_line_is_exact_nanoseconds() -> None:
     ts_ns = int(reading_line(reading, "d").rsplit(" ", 1)[1])
     assert ts_ns == int(datetime(2026, 11, 22, 8, 0, 0, 123000, tzinfo=UTC).timestamp() * 1000) * 1_000_000
     assert reading.ts + timedelta(0) == datetime.fromtimestamp(ts_ns / 1e9, UTC)
+
+
+def test_the_verdict_cache_parses_each_message_once_for_both_sessions(registry: Registry) -> None:
+    from ingest.validate import Incoming, VerdictCache
+
+    cache = VerdictCache(size=2)
+    message = Incoming(TOPIC, _payload(), 1, 1)
+    first = cache.verdict(message, root=ROOT, now=NOW, registry=registry)
+    other_copy = Incoming(TOPIC, bytes(bytearray(message.payload)), 7, 1)  # the other session's
+    assert cache.verdict(other_copy, root=ROOT, now=NOW, registry=registry) is first  # not parsed again
+    third = cache.verdict(message, root=ROOT, now=NOW, registry=registry)
+    assert third is not first and third == first  # taken once: a later copy is parsed again
+    for i in range(5):  # bounded: the oldest entries go
+        cache.verdict(Incoming(f"{ROOT}/yc-water-001/wq-0{i}/reading", b"{}", i, 1), root=ROOT, now=NOW,
+                      registry=registry)
+    assert len(cache._verdicts) <= 2
