@@ -136,3 +136,11 @@ class SimSampler:
                 ts=datetime.fromtimestamp(t, UTC), seq=self.seq, metrics=metrics,
             ))
         return out
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A tasks database of this test's own: a SQLite file, and a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tasks.sqlite'}"
+    return str(request.getfixturevalue("fresh_pg_url"))

@@ -11,7 +11,6 @@ import random
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -35,13 +34,6 @@ from tests.alerts.conftest import Receiver, make_settings
 from tests.conftest import POSTGRES_DSN
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tasks.sqlite'}"
-    return str(request.getfixturevalue("fresh_pg_url"))
 
 
 def _items(n: int, tag: str = "") -> list[OutboxItem]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -12,13 +11,6 @@ from alerts.store import Store
 from weijian.errors import PartitionLost
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tasks.sqlite'}"
-    return str(request.getfixturevalue("fresh_pg_url"))
 
 
 def test_a_takeover_makes_the_former_holders_writes_fail_and_leaves_its_state(url: str) -> None:
