@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from procstat import cpu_seconds, peak_rss_mb  # noqa: E402
 
+from tests.ingest.cluster import fridge_registry  # noqa: E402
 from weijian.contract import CATALOGUE, Kind  # noqa: E402
 from weijian.local_services import Broker, Influx, free_port, start_influxd, start_mosquitto  # noqa: E402
 
@@ -62,30 +63,8 @@ SHAPES = {1000: (100, 10), 10000: (500, 20)}  # devices -> (gateways, sites per 
 
 
 def write_registry(path: Path, gateways: int, per_gateway: int) -> list[tuple[str, str, str]]:
-    """Cold-chain sites, one fridge logger each, ``per_gateway`` sites per gateway."""
-    lines = [
-        '[[districts]]\nid = "d1"\nname = "测试区"\nteam = "测试监督所"\n'
-        'supervisors = [{ name = "王一", phone = "13800000001" }]\n',
-        '[[units]]\nid = "u1"\nname = "测试医院"\nlicence = "测试证字第1号"\ndistrict = "d1"\n'
-        'handler = { name = "李二", phone = "13800000002" }\n'
-        'head = { name = "张三", phone = "13800000003" }\n',
-    ]
-    devices = []
-    metrics = ", ".join(f'"{m}"' for m in METRICS)
-    for g in range(gateways):
-        refs = []
-        for i in range(per_gateway):
-            site = f"cc-{g:03d}-{i:02d}"
-            lines.append(
-                f'[[sites]]\nid = "{site}"\nname = "冷库{g}-{i}"\nkind = "cold_chain"\ndistrict = "d1"\n'
-                f'unit = "u1"\naddress = "测试路{g}号"\nstorage = "refrigerated"\n'
-                f'devices = [{{ id = "fr-01", profile = "fridge-logger", metrics = [{metrics}] }}]\n'
-            )
-            refs.append(f'"{site}/fr-01"')
-            devices.append((site, "fr-01", f"gw-{g:03d}"))
-        lines.append(f'[[gateways]]\nid = "gw-{g:03d}"\nname = "网关{g}"\ndevices = [{", ".join(refs)}]\n')
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return devices
+    """Cold-chain sites, one fridge logger each (the tests' generator, with every metric)."""
+    return fridge_registry(path, gateways, per_gateway, METRICS)
 
 
 def readings(root: str, devices: list[tuple[str, str, str]], n: int) -> list[tuple[str, bytes]]:

@@ -29,7 +29,9 @@ PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.pare
              default=Path("/usr/lib/postgresql/15/bin"))
 
 
-def fridge_registry(path: Path, gateways: int, per_gateway: int) -> list[tuple[str, str, str]]:
+def fridge_registry(
+    path: Path, gateways: int, per_gateway: int, metrics: tuple[str, ...] = ("temperature",)
+) -> list[tuple[str, str, str]]:
     """A registry of cold-chain sites, one fridge each, ``per_gateway`` sites per gateway.
 
     Returns:
@@ -43,6 +45,7 @@ def fridge_registry(path: Path, gateways: int, per_gateway: int) -> list[tuple[s
         'head = { name = "张三", phone = "13800000003" }\n',
     ]
     devices = []
+    listed = ", ".join(f'"{m}"' for m in metrics)
     for g in range(gateways):
         refs = []
         for i in range(per_gateway):
@@ -50,7 +53,7 @@ def fridge_registry(path: Path, gateways: int, per_gateway: int) -> list[tuple[s
             lines.append(
                 f'[[sites]]\nid = "{site}"\nname = "冷库{g}-{i}"\nkind = "cold_chain"\ndistrict = "d1"\n'
                 f'unit = "u1"\naddress = "测试路{g}号"\nstorage = "refrigerated"\n'
-                'devices = [{ id = "fr-01", profile = "fridge-logger", metrics = ["temperature"] }]\n'
+                f'devices = [{{ id = "fr-01", profile = "fridge-logger", metrics = [{listed}] }}]\n'
             )
             refs.append(f'"{site}/fr-01"')
             devices.append((site, "fr-01", f"gw-{g:02d}"))
