@@ -683,6 +683,9 @@ class IngestService:
         cfg = self.settings.ingest
         await self.spool.open()
         self.metrics.spool_depth.set(self.spool.points)
+        if self.spool.backlog:  # left by a version before partitions: stored, never judged
+            log.warning("alerts.legacy_backlog_not_judged", extra={"items": self.spool.backlog,
+                                                                    "spool": str(cfg.spool_path)})
         server = None
         if cfg.metrics_port is not None:
             server = await serve_http(cfg.metrics_host, cfg.metrics_port, self.metrics, self.health)

@@ -1,6 +1,8 @@
 """The durable spool: line-protocol batches waiting for InfluxDB, oldest first, bounded in points.
 
-Also holds the alerts backlog (readings the alert queue had no room for), in its own table.
+The table ``alert_backlog`` is what versions before partitions kept for alerts when its queue
+was full; it is only counted now (:attr:`Spool.backlog`), so that an upgrade can say what was
+stored but never judged.
 """
 
 from __future__ import annotations
@@ -74,40 +76,6 @@ class Spool:
         async def _commit() -> None:
             await self._db.run(_delete)
             self.points -= points
-
-        await asyncio.shield(_commit())
-
-    async def backlog_append(self, items: list[tuple[str, bytes]]) -> None:
-        """Add ``(kind, json)`` items to the alerts backlog."""
-
-        def _insert(db: sqlite3.Connection) -> None:
-            with db:
-                db.executemany("INSERT INTO alert_backlog (kind, body) VALUES (?, ?)", items)
-
-        async def _commit() -> None:
-            await self._db.run(_insert)
-            self.backlog += len(items)
-
-        await asyncio.shield(_commit())
-
-    async def backlog_oldest(self, limit: int) -> list[tuple[int, str, bytes]]:
-        """Up to ``limit`` oldest backlog items as ``(id, kind, json)``."""
-        return await self._db.run(
-            lambda db: db.execute(
-                "SELECT id, kind, body FROM alert_backlog ORDER BY id LIMIT ?", (limit,)
-            ).fetchall()
-        )
-
-    async def backlog_remove(self, up_to_id: int, count: int) -> None:
-        """Delete backlog items up to and including ``up_to_id``."""
-
-        def _delete(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute("DELETE FROM alert_backlog WHERE id <= ?", (up_to_id,))
-
-        async def _commit() -> None:
-            await self._db.run(_delete)
-            self.backlog -= count
 
         await asyncio.shield(_commit())
 
