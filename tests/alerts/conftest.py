@@ -26,6 +26,12 @@ SECRET = b"test-hmac-secret"
 EXAMPLE_REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "registry.toml"
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when two outbox workers open 16 at
+    # once on a loaded machine: a transport failure the test did not mean to inject.
+    request_queue_size = 128
+
+
 @dataclass
 class Receiver:
     """A local SMS relay: checks the signature, keeps messages by idempotency key."""
@@ -58,7 +64,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = _Server(("127.0.0.1", self.port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True, name="receiver").start()
 
