@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.acquire import DeviceTarget, ModbusLink, Poller
+from gateway.acquire import DeviceTarget, ModbusLink, Poller, SerialFormat
 from gateway.decode import plan_device
 from gateway.publish import Publisher
 from gateway.spool import Sample, Spool
@@ -39,6 +39,18 @@ class DevicePlan:
 
     target: DeviceTarget
     config: GatewayDevice
+    index: int  # position in [[gateway.devices]], for messages
+
+    @property
+    def where(self) -> str:
+        """``key 'gateway.devices[3]' (site/device)``."""
+        return f"key 'gateway.devices[{self.index}]' ({self.config.site_id}/{self.config.device_id})"
+
+    @property
+    def serial_format(self) -> SerialFormat:
+        """The line format this device is configured for."""
+        c = self.config
+        return SerialFormat(c.baudrate, c.bytesize, c.parity, c.stopbits)
 
     @property
     def link_key(self) -> str:
@@ -99,8 +111,39 @@ def plan_devices(settings: Settings, registry: Registry) -> list[DevicePlan]:
             retries=gw.retries if d.retries is None else d.retries,
             device_time=d.timestamp == "device",
         )
-        plans.append(DevicePlan(target, d))
+        plans.append(DevicePlan(target, d, i))
+    check_lines(plans)
     return plans
+
+
+def check_lines(plans: list[DevicePlan]) -> None:
+    """Devices on one RS-485 line must name the same port and format, and one port one line.
+
+    Raises:
+        ConfigError: naming both devices and the key on which they disagree.
+    """
+    first_on_line: dict[str, DevicePlan] = {}
+    line_of_port: dict[str, DevicePlan] = {}
+    for p in plans:
+        if p.config.transport != "rtu":
+            continue
+        first = first_on_line.setdefault(p.link_key, p)
+        if first is not p:
+            for key in ("serial", "baudrate", "bytesize", "parity", "stopbits"):
+                a, b = getattr(first.config, key), getattr(p.config, key)
+                if a != b:
+                    raise ConfigError(
+                        f"{p.where}: key {key!r} = {b!r}, but {first.where} on the same line "
+                        f"{p.config.line or p.config.serial!r} has {key} = {a!r}; a line is one port "
+                        "with one format"
+                    )
+        assert p.config.serial is not None
+        other = line_of_port.setdefault(p.config.serial, p)
+        if other.link_key != p.link_key:
+            raise ConfigError(
+                f"{p.where}: key 'line' = {p.config.line!r}, but {other.where} uses the same serial "
+                f"port {p.config.serial!r} as line {other.config.line!r}; one port is one line"
+            )
 
 
 class SpoolWriter:
@@ -215,7 +258,8 @@ async def run_gateway(
         timeout_s = max(p.target.timeout_s for p in group)
         if first.transport == "rtu":
             assert first.serial is not None
-            link = ModbusLink.rtu(first.serial, first.baudrate, timeout_s)
+            link = ModbusLink.rtu(first.serial, group[0].serial_format, timeout_s,
+                                  frame_gap_s=gw.frame_gap_s, where=f"{group[0].where}: key 'serial'")
         else:
             assert first.host is not None
             link = ModbusLink.tcp(first.host, first.port, timeout_s)
@@ -224,7 +268,6 @@ async def run_gateway(
             [p.target for p in group],
             writer.put,
             lambda _t: changed.set(),
-            frame_gap_s=gw.frame_gap_s if first.transport == "rtu" else 0.0,
             backoff_max_s=gw.backoff_max_s,
             retry_timeouts=first.transport == "tcp",
             now=now,

@@ -121,8 +121,10 @@ class GatewayDevice(_Section):
 
     ``transport = "tcp"`` needs ``host`` (and ``port``); ``transport = "rtu"`` needs
     ``serial`` (the serial device path) and ``line`` (devices sharing a line name share the
-    bus, polled one transaction at a time). ``timestamp = "device"`` stamps readings with the
-    instrument's own clock instead of the gateway's.
+    bus, polled one transaction at a time). The character format is ``bytesize``, ``parity``
+    (``N``, ``E`` or ``O``) and ``stopbits``; the Modbus RTU specification's default is 8E1,
+    many instruments ship with 8N1 (the default here) or 8N2. ``timestamp = "device"`` stamps
+    readings with the instrument's own clock instead of the gateway's.
     """
 
     site_id: Identifier
@@ -134,6 +136,9 @@ class GatewayDevice(_Section):
     port: int = Field(502, ge=1, le=65535)
     serial: str | None = None
     baudrate: int = Field(9600, ge=300, le=921600)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
     line: str | None = None
     poll_interval_s: float | None = Field(None, gt=0)
     timeout_s: float | None = Field(None, gt=0)
@@ -169,7 +174,8 @@ class GatewaySettings(_Section):
     timeout_s: float = Field(1.0, gt=0)
     retries: int = Field(1, ge=0, le=10)
     backoff_max_s: float = Field(300.0, gt=0)
-    frame_gap_s: float = Field(0.03, ge=0)  # RS-485 inter-frame silence after each answer
+    # RS-485: the least silence between any two frames on a line (never below 3.5 characters)
+    frame_gap_s: float = Field(0.03, ge=0)
     devices: list[GatewayDevice] = []
 
 
