@@ -42,6 +42,8 @@ def encode_value(spec: RegisterSpec, value: float) -> tuple[list[int], bool]:
     over = False
     if spec.max is not None and value > spec.max:
         value, over = spec.max, True
+    if spec.min is not None and value < spec.min:
+        value = spec.min  # instruments clamp at their lower limit too (no status bit for it)
     raw = (value - spec.offset) / spec.scale
     if spec.type is DataType.FLOAT32:
         (bits,) = struct.unpack(">I", struct.pack(">f", raw))

@@ -184,7 +184,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     except ValidationError as exc:
         raise validation_problem(path, exc, ScenarioError) from exc
     problems: list[str] = []
-    profiles = _check_devices(raw, problems)
+    profiles = _check_devices(raw, problems, path.parent)
     events = _check_events(raw, profiles, problems)
     if problems:
         raise ScenarioError("\n".join(f"{path}: {p}" for p in problems))
@@ -203,7 +203,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     )
 
 
-def _check_devices(raw: _ScenarioFile, problems: list[str]) -> dict[str, DeviceProfile]:
+def _check_devices(raw: _ScenarioFile, problems: list[str], base: Path) -> dict[str, DeviceProfile]:
     profiles: dict[str, DeviceProfile] = {}
     line_ids = {line.id for line in raw.lines}
     if len(line_ids) != len(raw.lines):
@@ -215,7 +215,7 @@ def _check_devices(raw: _ScenarioFile, problems: list[str]) -> dict[str, DeviceP
             problems.append(f"{where}': {d.key} appears twice")
             continue
         try:
-            profile = load_profile(d.profile)
+            profile = load_profile(d.profile, base)
         except ProfileError as exc:
             problems.append(f"{where}.profile': {exc}")
             continue

@@ -409,6 +409,13 @@ class Poller:
             target.next_due = time.monotonic() + backoff
             return
         sample = decode_sample(target.profile, target.metrics, data)
+        for metric, value in sample.implausible.items():
+            spec = target.profile.registers[metric]
+            log.warning("device.implausible", extra={
+                "device": target.key, "metric": metric, "value": repr(value), "min": spec.min,
+                "max": spec.max, "resolution": spec.resolution, "profile": target.profile.model,
+                "hint": "check the profile's type, word_order, scale and offset for this register",
+            })
         if target.device_time and sample.device_ts is not None:
             ts = datetime.fromtimestamp(sample.device_ts, UTC)
         self.emit(Sample(target.site_id, target.device_id, target.kind, ts,

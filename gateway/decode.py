@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
 
@@ -48,14 +48,19 @@ class DecodedSample:
     """One poll's decoded content.
 
     Attributes:
-        values: metric -> physical value, rounded to the register's resolution.
-        flags: metric -> HJ 212 flag (``N`` unless the status register says otherwise).
+        values: metric -> physical value, rounded to the register's resolution; None for an
+            implausible value.
+        flags: metric -> HJ 212 flag (``N`` unless the status register says otherwise; ``D``
+            for an implausible value).
         device_ts: the instrument's clock (unix seconds), if it was read.
+        implausible: metric -> the decoded value outside the profile's ``min``/``max``/
+            ``resolution`` (or not finite), for the log.
     """
 
-    values: Mapping[str, float]
+    values: Mapping[str, float | None]
     flags: Mapping[str, Flag]
     device_ts: float | None
+    implausible: Mapping[str, float] = field(default_factory=dict)
 
 
 def plan_device(
@@ -152,9 +157,13 @@ def decode_sample(
         bits = status_flag(profile, data[profile.status.table][profile.status.address])
     device_flag = next((b.flag for b in _PRECEDENCE if b in bits and b is not StatusBit.OVER_RANGE), None)
     flags: dict[str, Flag] = {}
+    implausible: dict[str, float] = {}
     for metric, value in values.items():
         spec = profile.registers[metric]
-        if device_flag is not None:
+        if not spec.plausible(value):
+            implausible[metric] = value
+            flags[metric] = Flag.DEVICE_FAULT
+        elif device_flag is not None:
             flags[metric] = device_flag
         elif StatusBit.OVER_RANGE in bits and spec.max is not None and value >= spec.max:
             # The instrument clamps an over-range value to its limit and raises one bit for
@@ -167,7 +176,9 @@ def decode_sample(
         holding = data[Table.HOLDING]
         a = profile.clock.address
         device_ts = float(_words_to_int([holding[a], holding[a + 1]], profile.clock.word_order))
-    return DecodedSample(values, flags, device_ts)
+    published: dict[str, float | None] = dict(values)
+    published.update(dict.fromkeys(implausible))
+    return DecodedSample(published, flags, device_ts, implausible)
 
 
 def to_metric_values(kind: Kind, sample: DecodedSample) -> dict[str, MetricValue]:

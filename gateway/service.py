@@ -94,7 +94,7 @@ def plan_devices(settings: Settings, registry: Registry) -> list[DevicePlan]:
             raise ConfigError(
                 f"{where}: profile {d.profile!r} differs from the registry's {device.profile!r}"
             )
-        profile = load_profile(device.profile)
+        profile = load_profile(device.profile, registry.path.parent)
         if d.timestamp == "device" and profile.clock is None:
             raise ConfigError(f"{where}: timestamp = 'device' but {profile.model!r} has no clock")
         site = registry.sites[d.site_id]

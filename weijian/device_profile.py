@@ -13,6 +13,7 @@ as ``type`` in ``word_order``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -136,8 +137,14 @@ class RegisterSpec(_Model):
         scale: physical value = raw * scale + offset.
         offset: see ``scale``.
         unit: must equal the contract's unit for the metric.
+        min: the instrument's lower measurement limit: a decoded value below it cannot have
+            come from the instrument (wrong type, word order or scale) and is published as
+            null with flag ``D``. None: no lower bound.
         max: the instrument's upper measurement limit; above it the instrument reports ``max``
-            and sets the over-range status bit. None: only the data type limits the value.
+            and sets the over-range status bit, so a decoded value *above* ``max`` is
+            implausible like one below ``min``. None: only the data type limits the value.
+        resolution: the smallest step the instrument reports: a non-zero value smaller in
+            magnitude (a float32 read in the wrong word order gives 9.1e-33) is implausible.
         optional: the instrument option may be absent (a gateway may skip it).
     """
 
@@ -148,7 +155,9 @@ class RegisterSpec(_Model):
     scale: float = 1.0
     offset: float = 0.0
     unit: str
+    min: float | None = None
     max: float | None = None
+    resolution: float | None = Field(None, gt=0)
     optional: bool = False
 
     @model_validator(mode="after")
@@ -161,7 +170,17 @@ class RegisterSpec(_Model):
             raise ValueError("scale must not be 0")
         if self.address + self.type.width > 65536:
             raise ValueError("the value runs past address 65535")
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min {self.min} must be below max {self.max}")
         return self
+
+    def plausible(self, value: float) -> bool:
+        """Whether a decoded value can have come from the instrument (see the attributes)."""
+        if not math.isfinite(value):
+            return False
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            return False
+        return self.resolution is None or value == 0 or abs(value) >= self.resolution
 
     @property
     def width(self) -> int:
@@ -265,12 +284,15 @@ def list_profiles() -> list[str]:
     return sorted(p.stem for p in _bundled_dir().glob("*.toml"))
 
 
-def load_profile(name_or_path: str | Path) -> DeviceProfile:
+def load_profile(name_or_path: str | Path, base: Path | None = None) -> DeviceProfile:
     """Load a profile by bundled name (``"fridge-logger"``) or by path to a TOML file.
 
     Args:
         name_or_path: a bundled profile name, or a path (anything containing a path
             separator or ending in ``.toml``).
+        base: the directory a relative path is resolved from: the directory of the file
+            that names the profile (the site registry, a scenario), never the working
+            directory, so a service started elsewhere (systemd) finds the same file.
 
     Returns:
         The validated profile.
@@ -281,7 +303,9 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     """
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or "/" in text or text.endswith(".toml"):
-        path = Path(name_or_path)
+        path = Path(name_or_path).expanduser()
+        if not path.is_absolute() and base is not None:
+            path = base / path
     else:
         path = _bundled_dir() / f"{text}.toml"
         if not path.is_file():

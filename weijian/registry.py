@@ -276,7 +276,7 @@ def _cross_check(path: Path, reg: _RegistryFile) -> list[str]:
                         f"{dwhere}: key 'metrics': {metric!r} is not a metric of kind "
                         f"{site.kind.value} (known: {', '.join(catalogue)})"
                     )
-            problems.extend(_check_profile(dwhere, site, dev, profiles))
+            problems.extend(_check_profile(dwhere, site, dev, profiles, path.parent))
             devices.add(f"{site.id}/{dev.id}")
         for rule_id, params in site.overrides.items():
             problems.extend(f"{where}: {p}" for p in check_override(site.kind, rule_id, params))
@@ -299,17 +299,21 @@ def _cross_check(path: Path, reg: _RegistryFile) -> list[str]:
 
 
 def _check_profile(
-    where: str, site: Site, dev: Device, cache: dict[str, DeviceProfile | str]
+    where: str, site: Site, dev: Device, cache: dict[str, DeviceProfile | str], base: Path
 ) -> list[str]:
-    """The device's profile must exist, be of the site's kind and map every listed metric."""
+    """The device's profile must load, be of the site's kind and map every listed metric.
+
+    A profile path is relative to the registry file's directory. A profile that does not
+    load is reported with its own problems (file, key, what is wrong), one line each.
+    """
     if dev.profile not in cache:
         try:
-            cache[dev.profile] = load_profile(dev.profile)
+            cache[dev.profile] = load_profile(dev.profile, base)
         except ProfileError as exc:
-            cache[dev.profile] = str(exc).splitlines()[0]
+            cache[dev.profile] = str(exc)
     profile = cache[dev.profile]
     if isinstance(profile, str):
-        return [f"{where}: key 'profile': unknown device profile {dev.profile!r} ({profile})"]
+        return [f"{where}: key 'profile' = {dev.profile!r}: {line}" for line in profile.splitlines()]
     if profile.kind is not site.kind:
         return [f"{where}: key 'profile': {dev.profile!r} is a {profile.kind.value} instrument, "
                 f"the site is {site.kind.value}"]

@@ -27,7 +27,12 @@ def value_strategy(profile_name: str, metric: str) -> st.SearchStrategy[float]:
     high = spec.max if spec.max is not None else 5000.0
     if type_high is not None:
         high = min(high, type_high * spec.scale + spec.offset)
-    return st.floats(min_value=max(low_value, spec.offset), max_value=high, allow_nan=False)
+    if spec.min is not None:
+        low_value = max(low_value, spec.min)
+    # What the instrument can report: 0, or at least its resolution in magnitude.
+    return st.floats(min_value=max(low_value, spec.offset), max_value=high, allow_nan=False).map(
+        lambda v: 0.0 if spec.resolution is not None and abs(v) < spec.resolution else v
+    )
 
 
 @st.composite
@@ -105,3 +110,36 @@ def test_plan_reads_only_the_listed_metrics_status_and_clock_when_asked():
     assert ("holding", 100, 2) in [(b.table.value, b.start, b.count) for b in with_clock]
     with pytest.raises(KeyError):
         plan_device(profile, ["orp"], read_clock=False)
+
+
+@pytest.mark.parametrize(("name", "metric", "value"), [
+    ("wq-analyser-cdab", "free_chlorine", 0.42),
+    ("pool-controller", "ph", 7.2),
+])
+def test_a_float_read_in_the_wrong_word_order_is_published_as_a_device_fault_not_a_value(name, metric, value):
+    profile = PROFILES[name]
+    spec = profile.registers[metric]
+    values = {m: 0.0 for m in profile.registers} | {metric: value}
+    image = build_image(profile, values, set(), 0)
+    words = image.read(spec.table, spec.address, 2)
+    assert words is not None
+    data = {spec.table: {spec.address: words[1], spec.address + 1: words[0]}}  # the words swapped
+    decoded = decode_sample(profile, [metric], data)
+    assert decoded.flags[metric] is Flag.DEVICE_FAULT
+    assert decoded.values[metric] is None
+    assert metric in decoded.implausible
+    # The same words in the right order decode to the value, flag N.
+    in_order = {spec.table: {spec.address: words[0], spec.address + 1: words[1]}}
+    right = decode_sample(profile, [metric], in_order)
+    assert right.flags[metric] is Flag.NORMAL
+    assert right.values[metric] == pytest.approx(value, rel=1e-6)
+
+
+def test_below_min_and_above_max_are_implausible_and_zero_is_not():
+    spec = PROFILES["wq-analyser-cdab"].registers["free_chlorine"]
+    assert spec.min == 0.0 and spec.max == 10.0 and spec.resolution
+    assert spec.plausible(0.0) and spec.plausible(10.0) and spec.plausible(spec.resolution)
+    assert not spec.plausible(-0.01)
+    assert not spec.plausible(10.01)
+    assert not spec.plausible(spec.resolution / 10)
+    assert not spec.plausible(float("nan"))
