@@ -76,7 +76,8 @@ def gateway_config(tmp: Path, port: int, endpoints: list) -> str:  # type: ignor
     out = [
         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntopic_root = "bench/v1"',
         f'[registry]\npath = "{tmp / "registry.toml"}"',
-        '[gateway]\nid = "gw-bench"\npoll_interval_s = 1.0\ntimeout_s = 1.0\nstatus_interval_s = 30.0',
+        '[gateway]\nid = "gw-bench"\npoll_interval_s = 1.0\ntimeout_s = 1.0\nstatus_interval_s = 30.0\n'
+        'metrics_port = 0',
         f'[gateway.spool]\npath = "{tmp / "spool.sqlite"}"\nfsync = "full"',
     ]
     for ep in endpoints:

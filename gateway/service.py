@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from gateway.acquire import DeviceTarget, ModbusLink, Poller, SerialFormat
 from gateway.decode import plan_device
+from gateway.metrics import GatewayCollector, gateway_registry
 from gateway.publish import Publisher
 from gateway.spool import Sample, Spool
 from gateway.status import build_status
@@ -25,6 +26,7 @@ from weijian.contract import GatewayState, GatewayStatus
 from weijian.device_profile import load_profile
 from weijian.errors import ConfigError
 from weijian.registry import Registry
+from weijian.status_http import StatusServer
 
 __all__ = ["DevicePlan", "SpoolWriter", "plan_devices", "run_gateway"]
 
@@ -221,6 +223,21 @@ async def run_gateway(
     writer = SpoolWriter(spool, publisher.notify_new_rows)
     changed = asyncio.Event()
     targets = {p.target.key: p.target for p in plans}
+    server = None
+    if gw.metrics_port is not None:
+        collector = GatewayCollector(
+            gateway_id, {k: t.health for k, t in targets.items()}, spool.stats,
+            lambda: publisher.published, publisher.connected.is_set,
+        )
+
+        def health() -> dict[str, object]:
+            online = sum(t.health.online for t in targets.values())
+            return {"ok": True, "gateway_id": gateway_id, "mqtt_connected": publisher.connected.is_set(),
+                    "devices_online": online, "devices_offline": len(targets) - online,
+                    "in_flight": publisher.in_flight}
+
+        server = StatusServer(gw.metrics_host, gw.metrics_port, gateway_registry(collector), health,
+                              asyncio.get_running_loop()).start()
 
     async def current_status(state: GatewayState) -> GatewayStatus:
         s = await asyncio.to_thread(spool.stats)
@@ -299,6 +316,8 @@ async def run_gateway(
         final = await current_status(GatewayState.OFFLINE)
         await publisher.stop(final)
     finally:
+        if server is not None:
+            await asyncio.to_thread(server.close)
         left = (await asyncio.to_thread(spool.stats)).depth
         await asyncio.to_thread(spool.close)
         log.info("gateway.stopped", extra={"gateway_id": gateway_id, "queued": left})

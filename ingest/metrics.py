@@ -1,18 +1,10 @@
-"""Prometheus metrics of one ingest process and the ``/healthz`` + ``/metrics`` HTTP endpoint."""
+"""Prometheus metrics of one ingest process (served with ``/healthz`` by ``weijian.status_http``)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-from collections.abc import Callable
-from typing import Any
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-__all__ = ["IngestMetrics", "serve_http"]
-
-log = logging.getLogger(__name__)
+__all__ = ["IngestMetrics"]
 
 
 class IngestMetrics:
@@ -50,44 +42,3 @@ class IngestMetrics:
             "ingest_mqtt_sessions", "Broker sessions established (1 + reconnections)", registry=r
         )
         self.mqtt_connected = Gauge("ingest_mqtt_connected", "1 while connected to the broker", registry=r)
-
-
-async def _handle(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    metrics: IngestMetrics,
-    health: Callable[[], dict[str, Any]],
-) -> None:
-    try:
-        async with asyncio.timeout(5):
-            request = await reader.readline()
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass
-        path = request.split(b" ")[1] if request.count(b" ") >= 2 else b"/"
-        if path == b"/metrics":
-            status, ctype, body = 200, "text/plain; version=0.0.4", generate_latest(metrics.registry)
-        elif path == b"/healthz":
-            state = health()
-            status, ctype = (200 if state.get("ok") else 503), "application/json"
-            body = json.dumps(state).encode()
-        else:
-            status, ctype, body = 404, "text/plain", b"not found\n"
-        writer.write(
-            f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n".encode()
-            + body
-        )
-        await writer.drain()
-    except (TimeoutError, ConnectionError, IndexError):
-        pass
-    finally:
-        writer.close()
-
-
-async def serve_http(
-    host: str, port: int, metrics: IngestMetrics, health: Callable[[], dict[str, Any]]
-) -> asyncio.Server:
-    """Start the endpoint; the caller closes the returned server."""
-    server = await asyncio.start_server(lambda r, w: _handle(r, w, metrics, health), host, port)
-    log.info("metrics.listening", extra={"host": host, "port": server.sockets[0].getsockname()[1]})
-    return server

@@ -37,7 +37,7 @@ from ingest.dedup import DedupStore, SeqTracker
 from ingest.errors import AlertsUnavailable
 from ingest.influx_v1 import InfluxV1Writer
 from ingest.lineproto import alert_line, reading_line
-from ingest.metrics import IngestMetrics, serve_http
+from ingest.metrics import IngestMetrics
 from ingest.partitions import Partition, partition_registry
 from ingest.quarantine import QuarantineStore
 from ingest.receive import MqttIntake, MqttLost, SessionTakenOver, Subscription
@@ -49,6 +49,7 @@ from weijian.config import Settings
 from weijian.contract import AlertEvent, GatewayStatus, Reading, alert_topic
 from weijian.errors import PartitionLost
 from weijian.registry import Registry
+from weijian.status_http import StatusServer
 
 __all__ = ["AlertJudge", "AlertsStage", "IngestService", "make_writer"]
 
@@ -652,7 +653,7 @@ class IngestService:
         states = {
             "influx": self.storage.is_healthy,
             "alerts": alerts is None
-            or (not alerts.error and not any(j.degraded for j in self._judges.values())),
+            or (not alerts.error and not any(j.degraded for j in list(self._judges.values()))),
             "outbox": not getattr(alerts, "outbox_degraded", False),
             "coordinator": getattr(self.coordinator, "is_connected", True),
         }
@@ -688,8 +689,9 @@ class IngestService:
                                                                     "spool": str(cfg.spool_path)})
         server = None
         if cfg.metrics_port is not None:
-            server = await serve_http(cfg.metrics_host, cfg.metrics_port, self.metrics, self.health)
-            self.http_port = server.sockets[0].getsockname()[1]
+            server = StatusServer(cfg.metrics_host, cfg.metrics_port, self.metrics.registry, self.health,
+                                  asyncio.get_running_loop()).start()
+            self.http_port = server.port
         started = {"spool_points": self.spool.points, "partitions": len(self.partitions),
                    "alerts": self._alerts is not None}
         log.info("ingest.started", extra=started)
@@ -717,7 +719,7 @@ class IngestService:
                     task.cancel()
         finally:
             if server is not None:
-                server.close()
+                await asyncio.to_thread(server.close)
             await self.coordinator.close()
             await self.storage.close_writer()
             if self._alerts is not None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -27,6 +28,17 @@ from weijian.contract import DEFAULT_TOPIC_ROOT, Identifier, validate_topic_root
 from weijian.errors import ConfigError
 from weijian.rules import Severity
 from weijian.tomlfile import read_toml
+
+
+def _port_or_off(value: Any) -> Any:
+    """``false`` (TOML) or ``off``/empty (environment) turns an HTTP endpoint off."""
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("", "off", "false")):
+        return None
+    return value
+
+
+# /metrics and /healthz: a port (0: any free one), or false for none.
+MetricsPort = Annotated[Annotated[int, Field(ge=0, le=65535)] | None, BeforeValidator(_port_or_off)]
 
 __all__ = [
     "ENV_PREFIX",
@@ -176,6 +188,8 @@ class GatewaySettings(_Section):
     backoff_max_s: float = Field(300.0, gt=0)
     # RS-485: the least silence between any two frames on a line (never below 3.5 characters)
     frame_gap_s: float = Field(0.03, ge=0)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: MetricsPort = 9109
     devices: list[GatewayDevice] = []
 
 
@@ -230,7 +244,7 @@ class IngestSettings(_Section):
     alerts_events_size: int = Field(1000, ge=1)
     alerts: bool = True
     metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = Field(9108, ge=0, le=65535)  # None: no HTTP endpoint
+    metrics_port: MetricsPort = 9108
     drain_timeout_s: float = Field(10.0, ge=0)
 
 

@@ -204,6 +204,7 @@ class Demo:
                     "timeout_s": 0.5,
                     "retries": 0,
                     "backoff_max_s": 4 * poll_s,  # a silent device is retried within the hour
+                    "metrics_port": 0,  # several gateways on one machine: any free port each
                     "spool": {"path": str(self.workdir / f"{gateway.id}-spool.sqlite"),
                               "fsync": "normal"},
                     "devices": devices,

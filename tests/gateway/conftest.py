@@ -99,6 +99,7 @@ def gateway_data(
             "backoff_max_s": 1.0,
             "drain_timeout_s": 5.0,
             "frame_gap_s": 0.005,
+            "metrics_port": 0,
             "devices": devices,
         } | gateway,
     }

@@ -73,8 +73,10 @@ async def test_broker_outage_loses_nothing_and_keeps_order(
         async with running_gateway(data):
             await collector.wait_for(lambda c: len(c.readings()) >= 10, 10, "10 readings before the outage")
             fresh_mosquitto.stop()
-            await asyncio.sleep(2.0)  # about 60 readings taken while the broker is down
-            during, _ = await asyncio.to_thread(spool_meta, tmp_path / "spool.sqlite")
+            # Wait until at least 40 readings are queued while the broker is down (not a fixed time).
+            _, before = await asyncio.to_thread(spool_meta, tmp_path / "spool.sqlite")
+            during, _ = await _wait_spool(tmp_path / "spool.sqlite", lambda _seq, depth: depth >= before + 40,
+                                          20, "40 readings queued during the outage")
             fresh_mosquitto.start()
             await collector.wait_for(
                 lambda c: {r["seq"] for r in c.readings()} >= set(range(1, during + 1)),

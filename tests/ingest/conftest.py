@@ -114,8 +114,10 @@ def publish(broker: Broker, messages: list[tuple[str, bytes]], *, timeout_s: flo
         client.loop_stop()
 
 
-def count_points(influxd: Influx, database: str) -> int:
-    series = influxd.query(f'SELECT count("temperature") FROM {",".join(KINDS)}', database)
+def count_points(influxd: Influx, database: str, *, since: str | None = None) -> int:
+    """Points stored (``temperature`` of every kind), optionally only those at or after ``since``."""
+    where = f" WHERE time >= '{since}'" if since else ""
+    series = influxd.query(f'SELECT count("temperature") FROM {",".join(KINDS)}{where}', database)
     return sum(s["values"][0][1] for s in series)
 
 

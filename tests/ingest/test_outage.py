@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,8 +35,14 @@ async def _outage(
         await asyncio.to_thread(broker.start)
         async with running(settings, registry):
             await await_until(lambda: count_points(influxd, db) >= expect, 30, f"{expect} points")
-            await asyncio.sleep(1.0)  # anything beyond ``expect`` would arrive now
-        return await asyncio.to_thread(count_points, influxd, db)
+            # One sentinel per device, published now, reaches each partition's session after
+            # everything the broker kept for it; once all are stored, the count is final.
+            sentinels = reading_payloads(registry, root, len(list(registry.devices())), start=n)
+            await asyncio.to_thread(publish, broker, sentinels)
+            since = json.loads(sentinels[0][1])["ts"]
+            await await_until(lambda: count_points(influxd, db, since=since) == len(sentinels), 30,
+                              "every sentinel")
+        return await asyncio.to_thread(count_points, influxd, db) - len(sentinels)
     finally:
         broker.stop()
 
@@ -131,7 +138,11 @@ async def test_a_stall_longer_than_the_keepalive_keeps_the_session(
             m = service.metrics
             influx.pause()
             await asyncio.to_thread(publish, fresh_mosquitto, reading_payloads(registry, topic_root, n))
-            await asyncio.sleep(13)  # more than two keepalive periods with the reader paused
+            # For more than two keepalive periods with the reader paused, the session must stay up.
+            deadline = asyncio.get_running_loop().time() + 2.6 * settings.mqtt.keepalive_s
+            while asyncio.get_running_loop().time() < deadline:
+                assert m.mqtt_sessions._value.get() == len(service.partitions), "a session was dropped"
+                await asyncio.sleep(0.1)
             assert any(i._paused for i in service.intakes.values())  # the stall was real
             influx.resume()
             await await_until(lambda: count_points(influx, "stall") >= n, 60, f"{n} points")
