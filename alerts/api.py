@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from alerts.store import Store, StoreUnavailable
+from alerts.store import Store, TasksDbUnavailable
 from weijian.config import AlertTeam
 
 __all__ = ["CloseRequest", "build_app"]
@@ -60,7 +60,7 @@ def build_app(store: Store, teams: list[AlertTeam]) -> FastAPI:
                             headers={"Retry-After": "5"})
 
     app.add_exception_handler(SQLAlchemyError, unavailable)
-    app.add_exception_handler(StoreUnavailable, unavailable)
+    app.add_exception_handler(TasksDbUnavailable, unavailable)
 
     @app.get("/healthz", responses={503: {"description": "the tasks database is unavailable"}})
     async def healthz() -> JSONResponse:

@@ -125,13 +125,13 @@ def _silence_list(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from alerts.store import StoreUnavailable, migrate, shown_url
+    from alerts.store import TasksDbUnavailable, migrate, shown_url
 
     settings = load_settings(args.config)
     where = shown_url(settings.tasks.url)
     try:
         before, after = migrate(settings.tasks.url, timeout_s=args.wait)
-    except StoreUnavailable as exc:
+    except TasksDbUnavailable as exc:
         print(f"alerts database not migrated: {exc}", file=sys.stderr)
         return 1
     if before == after:

@@ -7,9 +7,10 @@ messages but never blocks the engine, and a restart loses none. Each channel imp
 whether a retry can help (5xx, 429, timeouts and refused connections can; other 4xx cannot).
 
 SMS webhook (``[sms] url``): ``POST`` of the JSON body with headers
-``X-Weijian-Signature: sha256=<hex HMAC-SHA256 of the body with [sms] secret>``,
-``X-Weijian-Timestamp`` (unix seconds) and ``Idempotency-Key`` (also in the body); a relay
-must drop a key it has seen. See docs/alerts.md for the formats.
+``X-Weijian-Timestamp`` (unix seconds), ``X-Weijian-Signature: sha256=<hex HMAC-SHA256 of
+"<timestamp>." + body with [sms] secret>`` (:func:`weijian.contract.webhook_signature`) and
+``Idempotency-Key`` (also in the body); a relay checks the timestamp is within 5 minutes,
+verifies the signature and drops a key it has seen. See docs/alerts.md for the formats.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import httpx
 
 from alerts.store import DeliveryStatus, OutboxItem, Store
 from weijian.config import AlertsSettings, SmsSettings
-from weijian.errors import WeijianError
+from weijian.contract import SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature
+from weijian.errors import DeliveryFailed, WeijianError
 
 __all__ = [
     "DeliveryFailed",
@@ -43,23 +45,9 @@ __all__ = [
     "SmsWebhook",
     "WeComRobot",
     "build_channels",
-    "sign_body",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class DeliveryFailed(WeijianError):
-    """A notification was not accepted; ``retryable`` says whether trying again can help."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-def sign_body(secret: bytes, body: bytes) -> str:
-    """The ``X-Weijian-Signature`` value: ``sha256=`` and the hex HMAC-SHA256 of the body."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
 class Notifier(Protocol):
@@ -107,10 +95,11 @@ class SmsWebhook:
     async def send(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
         """POST the message to the relay."""
         body = json.dumps(item.payload, ensure_ascii=False, sort_keys=True).encode()
+        stamp = int(time.time())
         headers = {
             "Content-Type": "application/json; charset=utf-8",
-            "X-Weijian-Signature": sign_body(self.secret, body),
-            "X-Weijian-Timestamp": str(int(time.time())),
+            SIGNATURE_HEADER: webhook_signature(self.secret, stamp, body),
+            TIMESTAMP_HEADER: str(stamp),
             "Idempotency-Key": item.idem_key,
         }
         _check(await _post(client, self.url, body, headers, self.timeout_s), robot=False)

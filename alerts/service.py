@@ -41,7 +41,7 @@ from alerts.engine import (
     step,
 )
 from alerts.notify import Notifier, OutboxWorker, build_channels
-from alerts.store import Fence, OutboxItem, PartitionLost, Store, StoreUnavailable
+from alerts.store import Fence, OutboxItem, PartitionLost, Store, TasksDbUnavailable
 from weijian.config import Settings
 from weijian.contract import AlertEvent, AlertState, GatewayStatus, Reading
 from weijian.registry import Registry
@@ -150,7 +150,7 @@ class AlertService:
         """Build the service: open the database, load the rule packs, load open alerts.
 
         Raises:
-            StoreUnavailable: the database cannot be reached.
+            TasksDbUnavailable: the database cannot be reached.
             RulePackError: a rule pack is invalid.
         """
         from weijian.clock import Clock
@@ -220,7 +220,7 @@ class AlertService:
                 self._dirty = False
                 self.degraded = False
                 return
-            except (StoreUnavailable, ConnectionError) as exc:
+            except (TasksDbUnavailable, ConnectionError) as exc:
                 self.degraded = True
                 log.error("alerts.store_unavailable", extra={"error": str(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)
@@ -363,7 +363,7 @@ class AlertStage:
                 self.store = await asyncio.to_thread(
                     Store, self.settings.tasks.url, self.settings.alerts.db_timeout_s
                 )
-            except StoreUnavailable as exc:
+            except TasksDbUnavailable as exc:
                 if str(exc) != self.error:
                     log.error("alerts.store_unavailable", extra={"error": str(exc), "retry_in_s": delay})
                 self.error = str(exc)
@@ -379,7 +379,7 @@ class AlertStage:
         """An engine for one partition, its open alerts and state loaded from the database.
 
         Raises:
-            StoreUnavailable: the database failed while loading.
+            TasksDbUnavailable: the database failed while loading.
         """
         store = await self.open()
         try:
@@ -388,7 +388,7 @@ class AlertStage:
                 scope=scope, state_key=key, fence=fence, worker=self.worker,
             )
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot load the alerts of partition {key}: {exc}") from exc
+            raise TasksDbUnavailable(f"cannot load the alerts of partition {key}: {exc}") from exc
 
     @property
     def outbox_degraded(self) -> bool:

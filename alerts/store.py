@@ -13,7 +13,7 @@ database to the newest revision, and every :class:`Store` calls it when it opens
 items are claimed (status ``sending``) before they are sent, so any number of workers on one
 database make exactly one delivery attempt per notification.
 
-StoreUnavailable   the database could not be reached or refused a statement
+TasksDbUnavailable   the database could not be reached or refused a statement
 PartitionLost      a write was fenced off: this process no longer holds its partition's lock
 """
 
@@ -61,7 +61,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from alerts.engine import Alert, Silence
 from weijian.contract import AlertState, Kind
-from weijian.errors import PartitionLost, WeijianError
+from weijian.errors import PartitionLost, TasksDbUnavailable
 from weijian.rules import Severity
 
 if TYPE_CHECKING:
@@ -74,8 +74,8 @@ __all__ = [
     "OutboxItem",
     "PartitionLost",
     "Store",
-    "StoreUnavailable",
     "TaskStatus",
+    "TasksDbUnavailable",
     "engine_url",
     "migrate",
 ]
@@ -87,10 +87,6 @@ log = logging.getLogger(__name__)
 # is imported in the functions that use it, after this. An explicit level set elsewhere wins.
 if logging.getLogger("alembic").level == logging.NOTSET:
     logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-class StoreUnavailable(WeijianError):
-    """The alerts database could not be reached or refused a statement."""
 
 
 class TaskStatus(StrEnum):
@@ -336,7 +332,7 @@ def migrate(engine_or_url: Engine | str, timeout_s: float = 60.0) -> tuple[str |
         ``"0001"`` for an unversioned one.
 
     Raises:
-        StoreUnavailable: the database could not be reached, was locked for longer than
+        TasksDbUnavailable: the database could not be reached, was locked for longer than
             ``timeout_s``, or refused a migration statement.
     """
     from alembic import command
@@ -365,7 +361,7 @@ def migrate(engine_or_url: Engine | str, timeout_s: float = 60.0) -> tuple[str |
                         command.stamp(config, "0001")
                         before = "0001"
                     elif tables:
-                        raise StoreUnavailable(
+                        raise TasksDbUnavailable(
                             f"{where}: some alerts tables exist ({', '.join(sorted(tables))}) but not "
                             f"all, and there is no alembic_version: not a database weijian made")
                 command.upgrade(config, "head")
@@ -375,7 +371,7 @@ def migrate(engine_or_url: Engine | str, timeout_s: float = 60.0) -> tuple[str |
                 log.info("alerts.schema_upgraded", extra={"from": before, "to": after})
     except (SQLAlchemyError, TimeoutError) as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip()  # the driver's words, not SQLAlchemy's
-        raise StoreUnavailable(f"{where}: cannot migrate the alerts tables: {detail}") from exc
+        raise TasksDbUnavailable(f"{where}: cannot migrate the alerts tables: {detail}") from exc
     finally:
         if isinstance(engine_or_url, str):
             engine.dispose()
@@ -460,7 +456,7 @@ class Store:
         self.engine: Engine = _make_engine(url, timeout_s)
         try:
             migrate(self.engine, timeout_s=max(60.0, timeout_s))
-        except StoreUnavailable:
+        except TasksDbUnavailable:
             self.engine.dispose()
             raise
         self._is_postgres = self.engine.dialect.name == "postgresql"
@@ -523,7 +519,7 @@ class Store:
 
         Raises:
             PartitionLost: the fence's lock is not held by its pid; nothing was written.
-            StoreUnavailable: the database failed.
+            TasksDbUnavailable: the database failed.
         """
         now = now or datetime.now(UTC)
         created: list[int] = []
@@ -578,7 +574,7 @@ class Store:
                         _audit(conn, int(found[0]), now, actor, action, detail)
                 _queue(conn, outbox, now)
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot record alert changes: {exc}") from exc
+            raise TasksDbUnavailable(f"cannot record alert changes: {exc}") from exc
         return created
 
     def _upsert_state(self, conn: Any, key: str, state_json: str, now: datetime) -> None:
@@ -596,7 +592,7 @@ class Store:
         :meth:`record` of the partition. A row that does not exist yet is created empty (``{}``).
 
         Raises:
-            StoreUnavailable: the database failed.
+            TasksDbUnavailable: the database failed.
         """
         dialect_insert = pg_insert if self._is_postgres else sqlite_insert
         stmt = dialect_insert(engine_state_table).values(key=key, state="{}", updated_at=now, epoch=1)
@@ -608,19 +604,19 @@ class Store:
             with self.engine.begin() as conn:
                 return int(conn.execute(bump).scalar_one())
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot take over the engine state {key}: {exc}") from exc
+            raise TasksDbUnavailable(f"cannot take over the engine state {key}: {exc}") from exc
 
     def engine_states(self) -> dict[str, str]:
         """Every saved engine state: key -> the JSON text given to :meth:`record`.
 
         Raises:
-            StoreUnavailable: the database failed.
+            TasksDbUnavailable: the database failed.
         """
         try:
             with self.engine.connect() as conn:
                 rows = conn.execute(select(engine_state_table.c.key, engine_state_table.c.state)).all()
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot read the engine state: {exc}") from exc
+            raise TasksDbUnavailable(f"cannot read the engine state: {exc}") from exc
         return {key: state for key, state in rows}
 
     # --- silences ---------------------------------------------------------------------------
@@ -691,7 +687,7 @@ class Store:
                 _audit(conn, task_id, now, assignee, "claimed", "")
                 return True
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot claim task {task_id}: {exc}") from exc
+            raise TasksDbUnavailable(f"cannot claim task {task_id}: {exc}") from exc
 
     def close_task(self, task_id: int, actor: str, finding: str, evidence: dict[str, Any],
                    now: datetime) -> bool:
@@ -734,7 +730,7 @@ class Store:
             True if this call escalated the task; False if it was already escalated (or unknown).
 
         Raises:
-            StoreUnavailable: the database failed.
+            TasksDbUnavailable: the database failed.
         """
         try:
             with self.engine.begin() as conn:
@@ -749,7 +745,7 @@ class Store:
                 _queue(conn, outbox, now)
                 return True
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot escalate task {task_id}: {exc}") from exc
+            raise TasksDbUnavailable(f"cannot escalate task {task_id}: {exc}") from exc
 
     # --- outbox / delivery log ----------------------------------------------------------------
 
@@ -784,7 +780,7 @@ class Store:
             The claimed items, oldest first.
 
         Raises:
-            StoreUnavailable: the database failed.
+            TasksDbUnavailable: the database failed.
         """
         o = outbox_table.c
         due = or_(
@@ -815,7 +811,7 @@ class Store:
                             rows.append(conn.execute(select(outbox_table).where(o.id == item_id))
                                         .mappings().one())
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot claim notifications: {exc}") from exc
+            raise TasksDbUnavailable(f"cannot claim notifications: {exc}") from exc
         return [_outbox_item(r) for r in sorted(rows, key=lambda r: r["id"])]
 
     def delivered_recently(self, recipient: str, since: datetime) -> int:

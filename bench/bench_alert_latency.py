@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bench_alerts import NORMAL, Receiver  # noqa: E402
 
 from weijian.contract import CATALOGUE  # noqa: E402
-from weijian.local_services import free_port, start_influxd, start_mosquitto  # noqa: E402
+from weijian.demo.local_services import free_port, start_influxd, start_mosquitto  # noqa: E402
 from weijian.registry import load_registry  # noqa: E402
 
 REGISTRY = ROOT / "examples" / "registry.toml"

@@ -55,7 +55,7 @@ from procstat import cpu_seconds, peak_rss_mb  # noqa: E402
 
 from tests.ingest.cluster import fridge_registry  # noqa: E402
 from weijian.contract import CATALOGUE, Kind  # noqa: E402
-from weijian.local_services import Broker, Influx, free_port, start_influxd, start_mosquitto  # noqa: E402
+from weijian.demo.local_services import Broker, Influx, free_port, start_influxd, start_mosquitto  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 METRICS = ("temperature", "door_open", "power_ok")

@@ -29,7 +29,7 @@ from simday import _alerts, _readings, alert_line, reading_line  # noqa: E402
 
 from dashboards.boards import BoardOptions, build_all, panel_targets, to_json  # noqa: E402
 from dashboards.templating import ALL, TimeRange, substitute  # noqa: E402
-from weijian.local_services import start_influxd  # noqa: E402
+from weijian.demo.local_services import start_influxd  # noqa: E402
 from weijian.registry import load_registry  # noqa: E402
 from weijian.rules import default_rule_packs  # noqa: E402
 

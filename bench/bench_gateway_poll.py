@@ -27,7 +27,7 @@ from procstat import cpu_seconds, peak_rss_mb
 
 from firmware_sim.scenario import load_scenario
 from firmware_sim.service import run_scenario
-from weijian.local_services import running_mosquitto
+from weijian.demo.local_services import running_mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = [

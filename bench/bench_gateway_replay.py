@@ -22,7 +22,7 @@ from gateway.publish import Publisher
 from gateway.spool import Sample, Spool
 from weijian.config import MqttSettings
 from weijian.contract import Kind, MetricValue
-from weijian.local_services import running_mosquitto
+from weijian.demo.local_services import running_mosquitto
 from weijian.logs import configure_logging
 
 

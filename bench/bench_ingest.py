@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from procstat import cpu_seconds, peak_rss_mb  # noqa: E402
 
 from weijian.contract import CATALOGUE  # noqa: E402
-from weijian.local_services import Broker, Influx, free_port, start_influxd, start_mosquitto  # noqa: E402
+from weijian.demo.local_services import Broker, Influx, free_port, start_influxd, start_mosquitto  # noqa: E402
 from weijian.registry import load_registry  # noqa: E402
 
 REGISTRY = ROOT / "examples" / "registry.toml"

@@ -1,5 +1,9 @@
 """Upsert folder, data sources and dashboards into a running Grafana with grafana-client.
 
+grafana-client is the ``grafana`` extra (``pip install 'weijian[grafana]'``): it brings niquests
+and urllib3-future, which replaces ``urllib3`` in the environment, so the services' own install
+does not carry it. Without it, ``push`` says how to install it.
+
 Safe to run again: everything is addressed by uid; a folder or data source that answers 404
 is created, one that exists is updated in place; dashboards are posted with
 ``overwrite: true`` into the folder by ``folderUid``. grafana-client errors stop here and
@@ -13,20 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from grafana_client.api import GrafanaApi
-from grafana_client.client import GrafanaClientError, GrafanaException, TokenAuth
-
 from dashboards.provisioning import datasources
 from weijian.config import Settings
-from weijian.errors import WeijianError
+from weijian.errors import PushFailed
 
 __all__ = ["PushFailed", "PushReport", "push"]
 
 log = logging.getLogger(__name__)
-
-
-class PushFailed(WeijianError):
-    """Grafana refused a request or could not be reached."""
 
 
 @dataclass
@@ -39,6 +36,9 @@ class PushReport:
 
 def _client(settings: Settings) -> Any:
     # grafana-client ships no type hints: the API object is Any on purpose.
+    from grafana_client.api import GrafanaApi
+    from grafana_client.client import TokenAuth
+
     grafana = settings.grafana
     credential: Any = None
     if grafana.token is not None:
@@ -49,6 +49,8 @@ def _client(settings: Settings) -> Any:
 
 
 def _exists(call: Any, *args: Any) -> bool:
+    from grafana_client.client import GrafanaClientError
+
     try:
         call(*args)
     except GrafanaClientError as exc:
@@ -64,6 +66,13 @@ def push(settings: Settings, boards: Sequence[dict[str, Any]]) -> PushReport:
     Raises:
         PushFailed: a request failed (the message names the object and Grafana's answer).
     """
+    try:
+        from grafana_client.client import GrafanaException
+    except ImportError as exc:
+        raise PushFailed(
+            "weijian dashboards push needs the grafana extra (grafana-client is not installed): "
+            "pip install 'weijian[grafana]'"
+        ) from exc
     api = _client(settings)
     grafana = settings.grafana
     report = PushReport()

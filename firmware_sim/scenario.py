@@ -23,7 +23,7 @@ from firmware_sim.events import COMM_FAULTS, EVENT_PARAMS, KINDS_OF, SENSOR_FAUL
 from firmware_sim.signals import coerce_params
 from weijian.contract import Identifier
 from weijian.device_profile import DeviceProfile, ProfileError, load_profile
-from weijian.errors import UsageError
+from weijian.errors import ScenarioError
 from weijian.tomlfile import read_toml, validation_problem
 
 __all__ = [
@@ -37,10 +37,6 @@ __all__ = [
     "list_scenarios",
     "load_scenario",
 ]
-
-
-class ScenarioError(UsageError):
-    """A scenario file is missing, unreadable or inconsistent; the message names file and key."""
 
 
 class Transport(StrEnum):

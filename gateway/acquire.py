@@ -31,7 +31,7 @@ from gateway.spool import Sample
 from gateway.status import DeviceHealth, ErrorKind
 from weijian.contract import Flag, Kind
 from weijian.device_profile import DeviceProfile, ReadBlock, Table
-from weijian.errors import WeijianError
+from weijian.errors import DeviceError
 
 __all__ = [
     "DeviceError",
@@ -47,22 +47,6 @@ _Tracer = Callable[[bool, bytes], bytes]
 
 # Modbus exception 4, SERVER DEVICE FAILURE: the instrument says it is broken (flag D).
 _DEVICE_FAILURE = 4
-
-
-class DeviceError(WeijianError):
-    """A poll failed; ``kind`` says how, ``code`` is the Modbus exception code if any.
-
-    ``bad_crc``: a complete answer failed its CRC, a transmission error on a live device,
-    so the request is worth repeating at once, even on a shared line.
-    """
-
-    def __init__(
-        self, kind: ErrorKind, detail: str, code: int | None = None, *, bad_crc: bool = False
-    ) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.code = code
-        self.bad_crc = bad_crc
 
 
 @dataclass
@@ -398,7 +382,7 @@ class Poller:
             flag = Flag.DEVICE_FAULT if exc.code == _DEVICE_FAILURE else Flag.COMM_FAILURE
             self.emit(Sample(target.site_id, target.device_id, target.kind, ts,
                              failed_metrics(target.kind, target.metrics, flag)))
-            if target.health.record_error(exc.kind, str(exc)):
+            if target.health.record_error(ErrorKind(exc.kind), str(exc)):
                 log.warning("device.offline", extra={"device": target.key, "error": str(exc),
                                                      "error_kind": exc.kind.value})
                 self.on_state_change(target)

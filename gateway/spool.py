@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from weijian.contract import Kind, MetricValue, Reading, encode_reading, reading_topic
-from weijian.errors import WeijianError
+from weijian.errors import SpoolError
 
 __all__ = ["QueuedReading", "Sample", "Spool", "SpoolError", "SpoolStats"]
 
@@ -37,10 +37,6 @@ CREATE TABLE IF NOT EXISTS queue (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('seq', 0), ('dropped', 0);
 """
-
-
-class SpoolError(WeijianError):
-    """The spool file cannot be opened or written (disk full, permissions, corruption)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from ingest.errors import StoreRejected, StoreUnavailable
 from weijian.config import InfluxSettings
+from weijian.errors import InfluxRejected, InfluxUnavailable
 
 __all__ = ["InfluxV1Writer"]
 
@@ -29,19 +29,19 @@ class InfluxV1Writer:
         """Write one batch.
 
         Raises:
-            StoreUnavailable: connection failure, timeout, 5xx or 429 (retryable).
-            StoreRejected: another 4xx, e.g. a malformed point or an unknown database.
+            InfluxUnavailable: connection failure, timeout, 5xx or 429 (retryable).
+            InfluxRejected: another 4xx, e.g. a malformed point or an unknown database.
         """
         try:
             response = await self._client.post(self._url, params=self._params, content=body)
         except httpx.HTTPError as exc:
-            raise StoreUnavailable(f"InfluxDB {self._url}: {type(exc).__name__}: {exc}") from exc
+            raise InfluxUnavailable(f"InfluxDB {self._url}: {type(exc).__name__}: {exc}") from exc
         if response.status_code == 204:
             return
         detail = f"InfluxDB answered {response.status_code}: {response.text[:300]}"
         if response.status_code >= 500 or response.status_code in (408, 429):
-            raise StoreUnavailable(detail)
-        raise StoreRejected(detail)
+            raise InfluxUnavailable(detail)
+        raise InfluxRejected(detail)
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""

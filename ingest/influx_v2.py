@@ -13,8 +13,8 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from ingest.errors import StoreRejected, StoreUnavailable
 from weijian.config import InfluxSettings
+from weijian.errors import InfluxRejected, InfluxUnavailable
 
 __all__ = ["InfluxV2Writer"]
 
@@ -49,17 +49,17 @@ class InfluxV2Writer:
         except ApiException as exc:
             detail = f"InfluxDB answered {exc.status}: {str(exc.body)[:300]}"
             if exc.status is None or exc.status >= 500 or exc.status in (408, 429):
-                raise StoreUnavailable(detail) from exc
-            raise StoreRejected(detail) from exc
+                raise InfluxUnavailable(detail) from exc
+            raise InfluxRejected(detail) from exc
         except Exception as exc:  # urllib3 connection and timeout errors
-            raise StoreUnavailable(f"InfluxDB: {type(exc).__name__}: {exc}") from exc
+            raise InfluxUnavailable(f"InfluxDB: {type(exc).__name__}: {exc}") from exc
 
     async def write(self, body: bytes) -> None:
         """Write one batch.
 
         Raises:
-            StoreUnavailable: connection failure, timeout, 5xx or 429 (retryable).
-            StoreRejected: another 4xx (bad data, unknown bucket, bad token).
+            InfluxUnavailable: connection failure, timeout, 5xx or 429 (retryable).
+            InfluxRejected: another 4xx (bad data, unknown bucket, bad token).
         """
         await asyncio.to_thread(self._write, body)
 

@@ -8,6 +8,12 @@ queue per message. paho's ``manual_ack_set(True)`` (public API in paho 2.x) with
 PUBACK until :meth:`MqttIntake.ack`; Mosquitto redelivers unacknowledged messages to the
 persistent session (MQTT v5, ``clean_start=False``, a session expiry). The broker sends at most
 ``receive_maximum`` unacknowledged messages, which is the backpressure.
+
+The fast path (:class:`_BufferedClient`: large socket reads, PUBLISH packets parsed straight from
+the buffer, PUBACKs in one write) relies on five private paho names, listed in
+:data:`FAST_PATH_NEEDS` and checked against the installed paho at start-up. If one is missing
+(a paho release that renamed it), or ``[ingest] fast_path = false``, ingest uses paho's own
+reader (``on_message``, one ``ack()`` per message) and logs ``mqtt.fast_path_unavailable``.
 """
 
 from __future__ import annotations
@@ -29,8 +35,16 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.validate import Incoming
 from weijian.config import IngestSettings, MqttSettings
+from weijian.errors import MqttLost, SessionTakenOver
 
-__all__ = ["MqttIntake", "MqttLost", "SessionTakenOver", "Subscription"]
+__all__ = [
+    "FAST_PATH_NEEDS",
+    "MqttIntake",
+    "MqttLost",
+    "SessionTakenOver",
+    "Subscription",
+    "fast_path_problem",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +55,46 @@ _PUBACK = struct.Struct("!BBH")
 def _retrieve(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled():
         fut.exception()
+
+
+# (where, name): the paho internals the fast path reads, overrides or calls (paho 2.2.0).
+FAST_PATH_NEEDS: tuple[tuple[str, str], ...] = (
+    ("Client", "_sock_recv"),  # overridden: large reads, paho's small reads served from memory
+    ("Client", "_packet_queue"),  # called: many PUBACKs in one write
+    ("client", "_in_packet"),  # read: whether paho is part-way through a packet
+    ("client", "_last_bytes_received"),  # set: what paho's keepalive check reads
+    ("MQTTMessage", "_topic"),  # read: the raw topic bytes of paho's own messages
+)
+
+
+def fast_path_problem() -> str | None:
+    """Which of :data:`FAST_PATH_NEEDS` the installed paho lacks (None: all are there)."""
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    objects = {"Client": mqtt.Client, "client": client, "MQTTMessage": mqtt.MQTTMessage()}
+    missing = [f"{where}.{name}" for where, name in FAST_PATH_NEEDS if not hasattr(objects[where], name)]
+    in_packet = getattr(client, "_in_packet", None)
+    if isinstance(in_packet, dict) and "command" not in in_packet:
+        missing.append("client._in_packet['command']")
+    if missing:
+        return f"paho-mqtt {getattr(mqtt, '__version__', '?')} lacks {', '.join(missing)}"
+    return None
+
+
+class _PlainClient(mqtt.Client):
+    """paho's own reader, with the two hooks the intake calls doing what paho does."""
+
+    has_buffered = False
+
+    def take_publishes(self, sink: Callable[[bytes, bytes, int, int], None]) -> int:
+        """Nothing: paho's ``on_message`` delivers every message."""
+        return 0
+
+    def ack_many(self, mids: list[int]) -> None:
+        """One PUBACK per message, through paho's public ``ack()``."""
+        for mid in mids:
+            self.ack(mid, 1)
 
 
 class _BufferedClient(mqtt.Client):
@@ -146,12 +200,21 @@ def _varint(data: bytes, i: int, end: int) -> tuple[int, int]:
     return -1, i
 
 
-class MqttLost(Exception):
-    """The broker connection failed or closed; the session loop reconnects."""
+_fast_path_checked: str | bool | None = False  # False: not checked yet
 
 
-class SessionTakenOver(MqttLost):
-    """Another client connected with our client id (MQTT v5 reason 0x8E): the partition moved."""
+def _use_fast_path(wanted: bool) -> bool:
+    """Whether to use the fast path: asked for, and the installed paho has what it needs."""
+    global _fast_path_checked
+    if not wanted:
+        return False
+    if _fast_path_checked is False:
+        _fast_path_checked = fast_path_problem()
+        if _fast_path_checked is not None:
+            log.warning("mqtt.fast_path_unavailable", extra={
+                "problem": _fast_path_checked, "using": "paho's own reader (slower, equally correct)",
+            })
+    return _fast_path_checked is None
 
 
 _SESSION_TAKEN_OVER = 0x8E
@@ -191,7 +254,9 @@ class MqttIntake:
         self._keep = keep
         self._persistent = persistent
         self._loop = asyncio.get_running_loop()
-        client = _BufferedClient(
+        client_class = _BufferedClient if _use_fast_path(ingest.fast_path) else _PlainClient
+        self.fast_path = client_class is _BufferedClient
+        client = client_class(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
@@ -279,11 +344,12 @@ class MqttIntake:
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._received += 1
+        raw = getattr(message, "_topic", None)  # absent in a paho without the fast path's names
         try:
             topic = message.topic
         except UnicodeDecodeError:  # the broker checks UTF-8 topics; be safe anyway
-            topic = message._topic.decode("utf-8", "replace")
-        if self._keep is not None and not self._keep(message._topic):
+            topic = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
+        if self._keep is not None and not self._keep(raw if isinstance(raw, bytes) else topic.encode()):
             if message.qos:
                 self._client.ack(message.mid, message.qos)
             return

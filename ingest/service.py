@@ -34,20 +34,19 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.coordinate import Coordinator, LocalCoordinator, PgCoordinator
 from ingest.dedup import DedupStore, SeqTracker
-from ingest.errors import AlertsUnavailable
 from ingest.influx_v1 import InfluxV1Writer
 from ingest.lineproto import alert_line, reading_line
 from ingest.metrics import IngestMetrics
 from ingest.partitions import Partition, partition_registry
 from ingest.quarantine import QuarantineStore
 from ingest.receive import MqttIntake, MqttLost, SessionTakenOver, Subscription
-from ingest.spool import Spool
+from ingest.spool import PointSpool
 from ingest.store import InfluxWriter, Storage
 from ingest.validate import Incoming, Quarantined, VerdictCache, classify, classify_batch
 from weijian.clock import Clock
 from weijian.config import Settings
 from weijian.contract import AlertEvent, GatewayStatus, Reading, alert_topic
-from weijian.errors import PartitionLost
+from weijian.errors import AlertsUnavailable, PartitionLost
 from weijian.registry import Registry
 from weijian.status_http import StatusServer
 
@@ -167,7 +166,7 @@ class IngestService:
         self.partitions = {p.index: p for p in partition_registry(registry, cfg.partitions) if p.sites}
         self._first_partition = min(self.partitions, default=-1)
         self.quarantine = QuarantineStore(cfg.quarantine_path)
-        self.spool = Spool(cfg.spool_path, cfg.spool_max_points)
+        self.spool = PointSpool(cfg.spool_path, cfg.spool_max_points)
         self._dedup = DedupStore(cfg.dedup_path, cfg.dedup_window)
         self.storage = Storage(
             writer or make_writer(settings),

@@ -1,7 +1,7 @@
 """The durable spool: line-protocol batches waiting for InfluxDB, oldest first, bounded in points.
 
 The table ``alert_backlog`` is what versions before partitions kept for alerts when its queue
-was full; it is only counted now (:attr:`Spool.backlog`), so that an upgrade can say what was
+was full; it is only counted now (:attr:`PointSpool.backlog`), so that an upgrade can say what was
 stored but never judged.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ingest.sqlite_thread import SqliteThread
 
-__all__ = ["Spool"]
+__all__ = ["PointSpool"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, points INTEGER NOT NULL, body BLOB NOT NULL);
@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS alert_backlog (id INTEGER PRIMARY KEY, kind TEXT NOT 
 """
 
 
-class Spool:
+class PointSpool:
     """Batches of line protocol in a SQLite file; :attr:`points` is the depth kept in memory."""
 
     def __init__(self, path: Path, max_points: int) -> None:

@@ -15,9 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from ingest.errors import StoreRejected, StoreUnavailable
 from ingest.metrics import IngestMetrics
-from ingest.spool import Spool
+from ingest.spool import PointSpool
+from weijian.errors import InfluxRejected, InfluxUnavailable
 
 __all__ = ["InfluxWriter", "Storage"]
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class InfluxWriter(Protocol):
-    """The seam: one batch of line protocol in, or a StoreError out."""
+    """The seam: one batch of line protocol in, or a InfluxError out."""
 
     async def write(self, body: bytes) -> None:
         """Write one batch."""
@@ -40,7 +40,7 @@ class Storage:
     def __init__(
         self,
         writer: InfluxWriter,
-        spool: Spool,
+        spool: PointSpool,
         metrics: IngestMetrics,
         *,
         retries: int,
@@ -77,10 +77,10 @@ class Storage:
                 try:
                     await self._write(body, points)
                     return
-                except StoreRejected as exc:
+                except InfluxRejected as exc:
                     await self._rejected(body, str(exc))
                     return
-                except StoreUnavailable as exc:
+                except InfluxUnavailable as exc:
                     if attempt == self._retries:
                         self._set_health(False, str(exc))
                     else:
@@ -119,9 +119,9 @@ class Storage:
             batch_id, body, points = oldest
             try:
                 await self._write(body, points)
-            except StoreRejected as exc:
+            except InfluxRejected as exc:
                 await self._rejected(body, str(exc))
-            except StoreUnavailable as exc:
+            except InfluxUnavailable as exc:
                 self._set_health(False, str(exc))
                 await asyncio.sleep(self._delay(min(attempt, 12)))
                 attempt += 1

@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from weijian.local_services import Broker, Influx, running_influxd, running_mosquitto
+from weijian.demo.local_services import Broker, Influx, running_influxd, running_mosquitto
 
 if TYPE_CHECKING:
     from tests.alerts.conftest import Receiver

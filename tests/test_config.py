@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,14 @@ import pytest
 from weijian.cli import main
 from weijian.config import load_settings
 from weijian.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _no_caller_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests set the WEIJIAN_* variables they mean; the caller's own must not leak in."""
+    for name in list(os.environ):
+        if name.upper().startswith("WEIJIAN_"):
+            monkeypatch.delenv(name)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -86,7 +95,40 @@ def test_secrets_never_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["config", "show", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "hunter2" not in out and "k3y" not in out
-    assert "**********" in out
+    assert '"password": "***"' in out and '"secret": "***"' in out
+
+
+def test_config_show_hides_credentials_inside_urls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, (
+        '[tasks]\nurl = "postgresql://weijian:pg-s3cret@db.example:5432/weijian"\n'
+        '[alerts]\nwecom_url = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=wecom-robot-key"\n'
+        'dingtalk_url = "https://oapi.dingtalk.com/robot/send?access_token=ding-t0ken"\n'
+        '[sms]\nurl = "https://sms.example/send?access_token=sms-t0ken&sender=wj"\n'
+    ))
+    assert main(["config", "show", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    for secret in ("pg-s3cret", "wecom-robot-key", "ding-t0ken", "sms-t0ken"):
+        assert secret not in out
+    assert "postgresql://weijian:***@db.example:5432/weijian" in out  # the rest stays readable
+    assert "send?key=***" in out and "access_token=***&sender=wj" in out
+
+
+@pytest.mark.parametrize(("text", "secret"), [
+    ('[mqtt]\npassword = 1234\n', "1234"),
+    ('[mqtt]\nport = "postgresql://u:leak3d@h/db"\n', "leak3d"),
+    ('[tasks]\nurl = "mysql://root:r00tpw@db/weijian"\n', "r00tpw"),
+    ('[grafana]\ntoken = 99\n', "99"),
+])
+def test_a_config_error_shows_no_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, secret: str
+) -> None:
+    path = write(tmp_path, text)
+    assert main(["config", "show", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "key '" in err  # still names the file and the key
+    assert secret not in err.replace(str(path), "")
 
 
 def test_registry_check_through_the_config_file(

@@ -19,7 +19,7 @@ import pytest
 from dashboards.boards import BoardOptions, build_all, panel_targets, to_json
 from dashboards.templating import TimeRange, substitute
 from weijian.contract import Kind
-from weijian.local_services import Influx, start_influxd
+from weijian.demo.local_services import Influx, start_influxd
 from weijian.registry import Registry, load_registry
 from weijian.rules import default_rule_packs
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from weijian.local_services import start_mosquitto
+from weijian.demo.local_services import start_mosquitto
 from weijian.registry import load_registry, mosquitto_acl
 
 ROOT = "weijian/v1"

@@ -24,7 +24,7 @@ from weijian.contract import (
     reading_subscription,
     reading_topic,
 )
-from weijian.local_services import Broker, Influx, free_port, start_influxd, start_mosquitto
+from weijian.demo.local_services import Broker, Influx, free_port, start_influxd, start_mosquitto
 
 
 def sample_reading(seq: int = 1) -> Reading:

@@ -12,7 +12,7 @@ from pathlib import Path
 PARENT = """
 import sys, time
 from pathlib import Path
-from weijian.supervise import Supervisor
+from weijian.demo.supervise import Supervisor
 sup = Supervisor(Path(sys.argv[1]))
 child = sup.start_weijian("sim", "sim", "run", "--scenario", "demo-city", "--speed", "0")
 print(child.proc.pid, flush=True)
@@ -60,7 +60,7 @@ def test_children_die_when_the_supervisor_is_killed(tmp_path: Path) -> None:
 
 
 def test_stop_all_stops_children_cleanly(tmp_path: Path) -> None:
-    from weijian.supervise import Supervisor
+    from weijian.demo.supervise import Supervisor
 
     sup = Supervisor(tmp_path)
     child = sup.start_weijian("sim", "sim", "run", "--scenario", "demo-city", "--speed", "0")

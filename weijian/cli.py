@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -20,8 +21,9 @@ from weijian import __version__
 from weijian.config import Settings, load_settings
 from weijian.errors import UsageError
 from weijian.logs import configure_logging
+from weijian.parent_death import die_with_parent_if_asked
+from weijian.redact import mask_tree
 from weijian.registry import Registry, load_registry, mosquitto_acl
-from weijian.supervise import die_with_parent_if_asked
 
 __all__ = ["Command", "add_config_argument", "main", "settings_and_registry"]
 
@@ -37,7 +39,7 @@ _STAGES = (
     "ingest.cli",
     "alerts.cli",
     "dashboards.cli",
-    "weijian.demo",
+    "weijian.demo.cli",
 )
 
 
@@ -78,9 +80,10 @@ def _registry_acl(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_check(args: argparse.Namespace) -> int:
+def _config_show(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    print(settings.model_dump_json(indent=2))
+    # Secret keys and credentials inside URLs (tasks url, robot keys, tokens) are masked.
+    print(json.dumps(mask_tree(settings.model_dump(mode="json")), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -120,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "show", help="print the effective settings (file plus environment), secrets hidden"
     )
     add_config_argument(show)
-    show.set_defaults(handler=_config_check)
+    show.set_defaults(handler=_config_show)
 
     for name in _STAGES:
         try:

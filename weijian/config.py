@@ -243,6 +243,7 @@ class IngestSettings(_Section):
     alerts_inbox_size: int = Field(10_000, ge=1)
     alerts_events_size: int = Field(1000, ge=1)
     alerts: bool = True
+    fast_path: bool = True  # parse PUBLISH packets from paho's buffer; false: paho's own reader
     metrics_host: str = "127.0.0.1"
     metrics_port: MetricsPort = 9108
     drain_timeout_s: float = Field(10.0, ge=0)

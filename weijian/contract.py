@@ -7,6 +7,8 @@ The authoritative text is ``docs/contract.md`` (which agrees with the shared CON
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
@@ -34,6 +36,9 @@ __all__ = [
     "FUTURE_TOLERANCE",
     "MAX_PAYLOAD_BYTES",
     "MAX_SEQ",
+    "SIGNATURE_HEADER",
+    "SIGNATURE_WINDOW_S",
+    "TIMESTAMP_HEADER",
     "AlertEvent",
     "AlertState",
     "Flag",
@@ -59,6 +64,8 @@ __all__ = [
     "status_topic",
     "unit_of",
     "validate_topic_root",
+    "verify_webhook",
+    "webhook_signature",
 ]
 
 DEFAULT_TOPIC_ROOT: Final = "weijian/v1"
@@ -472,3 +479,38 @@ def status_payload(status: GatewayStatus) -> bytes:
 def offline_status(gateway_id: str, ts: datetime) -> GatewayStatus:
     """The status a gateway registers as its last will."""
     return GatewayStatus(gateway_id=gateway_id, state=GatewayState.OFFLINE, ts=ts)
+
+
+# --- SMS webhook signature ---------------------------------------------------------------
+
+SIGNATURE_HEADER: Final = "X-Weijian-Signature"
+TIMESTAMP_HEADER: Final = "X-Weijian-Timestamp"
+SIGNATURE_WINDOW_S: Final = 300  # how far a receiver should let the timestamp be from its clock
+
+
+def webhook_signature(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The ``X-Weijian-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of ``"<timestamp>." + body``.
+
+    The timestamp (the ``X-Weijian-Timestamp`` header, unix seconds) is signed with the body, so
+    a captured request cannot be replayed later under a fresh timestamp.
+    """
+    message = str(timestamp).encode() + b"." + body
+    return "sha256=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def verify_webhook(
+    secret: bytes, body: bytes, signature: str, timestamp: str, *, now: float,
+    window_s: float = SIGNATURE_WINDOW_S,
+) -> bool:
+    """What a receiver checks: a timestamp within ``window_s`` of ``now`` and its signature.
+
+    A receiver should also drop an ``Idempotency-Key`` it has already taken (within the window
+    that is what stops a replay of the very same request).
+    """
+    try:
+        stamp = int(timestamp)
+    except ValueError:
+        return False
+    if abs(now - stamp) > window_s:
+        return False
+    return hmac.compare_digest(signature, webhook_signature(secret, stamp, body))

@@ -24,7 +24,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from weijian.contract import CATALOGUE, Flag, Kind
-from weijian.errors import UsageError
+from weijian.errors import ProfileError
 from weijian.tomlfile import read_toml, validation_problem
 
 __all__ = [
@@ -49,10 +49,6 @@ __all__ = [
 # (function codes 3 and 4) or 2000 bits (function codes 1 and 2).
 MAX_READ_REGISTERS: Final = 125
 MAX_READ_BITS: Final = 2000
-
-
-class ProfileError(UsageError):
-    """A device profile is missing, unreadable or invalid; the message names file and key."""
 
 
 class Table(StrEnum):

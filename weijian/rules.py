@@ -24,7 +24,7 @@ from typing import Any, Final, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from weijian.contract import CATALOGUE, Kind
-from weijian.errors import UsageError, describe_validation
+from weijian.errors import RulePackError, describe_validation
 
 __all__ = [
     "DEFAULT_RULES_DIR",
@@ -46,10 +46,6 @@ __all__ = [
 DEFAULT_RULES_DIR: Final = Path(__file__).resolve().parent.parent / "alerts" / "rules"
 
 _RULE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-
-
-class RulePackError(UsageError):
-    """A rule-pack file is unreadable or invalid; the message names the file, rule and key."""
 
 
 class RuleType(StrEnum):

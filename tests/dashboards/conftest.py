@@ -13,7 +13,7 @@ import pytest
 from simday import FilledInflux, fill_day
 
 from dashboards.boards import BoardOptions, build_all, to_json
-from weijian.local_services import Influx
+from weijian.demo.local_services import Influx
 from weijian.registry import Registry, load_registry
 from weijian.rules import default_rule_packs
 

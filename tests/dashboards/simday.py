@@ -25,7 +25,7 @@ from firmware_sim.faults import wire_behaviour
 from firmware_sim.scenario import load_scenario
 from firmware_sim.signals import build_model, uniform
 from weijian.contract import AlertEvent, AlertState, Flag, Kind, MetricValue, Reading, unit_of
-from weijian.local_services import Influx
+from weijian.demo.local_services import Influx
 from weijian.registry import Registry
 from weijian.rules import RulePack, RuleType, rules_for_site
 

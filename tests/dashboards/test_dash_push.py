@@ -11,7 +11,7 @@ from grafana_standin import grafana_standin
 from dashboards.push import PushFailed, push
 from weijian.cli import main
 from weijian.config import Settings
-from weijian.local_services import free_port
+from weijian.demo.local_services import free_port
 
 TOKEN = "glsa_test_token"
 

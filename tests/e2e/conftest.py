@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_sim.scenario import load_scenario
-from weijian.local_services import start_influxd
+from weijian.demo.local_services import start_influxd
 
 EXAMPLE_REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "registry.toml"
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")

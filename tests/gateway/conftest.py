@@ -22,7 +22,7 @@ from firmware_sim.scenario import Transport
 from firmware_sim.service import Endpoint, Simulation
 from gateway.service import plan_devices, run_gateway
 from weijian.config import Settings
-from weijian.local_services import Broker
+from weijian.demo.local_services import Broker
 from weijian.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[2]

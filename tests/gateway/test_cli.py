@@ -7,7 +7,7 @@ import pytest
 
 from tests.gateway.conftest import gateway_data, toml_dump
 from weijian.cli import main
-from weijian.local_services import Broker
+from weijian.demo.local_services import Broker
 
 
 @pytest.mark.parametrize(

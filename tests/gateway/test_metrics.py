@@ -17,7 +17,7 @@ from firmware_sim.events import EventKind
 from firmware_sim.scenario import load_scenario
 from firmware_sim.service import run_scenario
 from tests.gateway.conftest import ROOT, device_config, gateway_data, toml_dump, write_scenario
-from weijian.local_services import free_port
+from weijian.demo.local_services import free_port
 
 DEVICES = [
     {"site_id": "yc-water-001", "device_id": "wq-01", "profile": "wq-analyser"},

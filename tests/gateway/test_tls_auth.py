@@ -13,7 +13,7 @@ import pytest
 from firmware_sim.scenario import load_scenario
 from firmware_sim.service import run_scenario
 from tests.gateway.conftest import device_config, gateway_data, running_gateway, write_scenario
-from weijian.local_services import Broker, free_port, start_mosquitto
+from weijian.demo.local_services import Broker, free_port, start_mosquitto
 
 
 def make_certs(folder: Path) -> tuple[Path, Path, Path]:

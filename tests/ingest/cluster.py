@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from weijian.local_services import Broker, Influx, free_port
+from weijian.demo.local_services import Broker, Influx, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # The newest installed server (Debian: /usr/lib/postgresql/<major>/bin).

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from ingest.service import AlertsStage, IngestService
 from weijian.config import Settings
-from weijian.local_services import Broker, Influx
+from weijian.demo.local_services import Broker, Influx
 from weijian.registry import Registry, load_registry
 
 KINDS = ("drinking_water", "swimming_pool", "medical_waste", "cold_chain")

@@ -27,7 +27,7 @@ from tests.ingest.conftest import (
     wait_until,
 )
 from weijian.contract import Rejection
-from weijian.local_services import Broker, Influx, free_port, running_influxd
+from weijian.demo.local_services import Broker, Influx, free_port, running_influxd
 from weijian.registry import Registry
 
 REPO = Path(__file__).resolve().parents[2]

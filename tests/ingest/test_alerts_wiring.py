@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.ingest.conftest import await_until, make_settings, publish, running, subscribed
 from weijian.contract import Flag, Kind, MetricValue, Reading, encode_reading, reading_topic
-from weijian.local_services import Broker, Influx
+from weijian.demo.local_services import Broker, Influx
 from weijian.registry import Registry
 
 

@@ -36,7 +36,7 @@ from tests.ingest.cluster import (
     wait_for,
 )
 from tests.ingest.conftest import count_points
-from weijian.local_services import Broker, Influx, free_port
+from weijian.demo.local_services import Broker, Influx, free_port
 from weijian.registry import load_registry
 
 HOT = {"cc-01-00", "cc-05-02", "cc-09-03"}  # three fridges above 8 °C, on three gateways

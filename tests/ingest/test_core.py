@@ -19,13 +19,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ingest.dedup import DedupStore, SeqTracker
-from ingest.errors import StoreRejected, StoreUnavailable
 from ingest.influx_v2 import InfluxV2Writer
 from ingest.lineproto import alert_line, reading_line
 from ingest.quarantine import QuarantineStore
 from ingest.validate import OUT_OF_RANGE, Quarantined, classify
 from weijian.config import InfluxSettings
 from weijian.contract import AlertEvent, GatewayStatus, Reading, Rejection
+from weijian.errors import InfluxRejected, InfluxUnavailable
 from weijian.registry import Registry
 
 ROOT = "weijian/v1"
@@ -250,10 +250,10 @@ async def test_v2_writer_speaks_the_documented_write_api(v2_server: tuple[str, t
     assert headers["Authorization"] == "Token s3cret"
     assert got == body
     handler.status = 400
-    with pytest.raises(StoreRejected):
+    with pytest.raises(InfluxRejected):
         await writer.write(body)
     handler.status = 503
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(InfluxUnavailable):
         await writer.write(body)
     await writer.aclose()
 

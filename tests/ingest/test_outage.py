@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.ingest.conftest import await_until, count_points, make_settings, publish, reading_payloads, running
-from weijian.local_services import Broker, Influx, start_influxd, start_mosquitto
+from weijian.demo.local_services import Broker, Influx, start_influxd, start_mosquitto
 from weijian.registry import Registry
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "mosquitto.conf"

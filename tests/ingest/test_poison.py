@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ingest.influx_v1 import InfluxV1Writer
 from tests.ingest.conftest import await_until, count_points, make_settings, publish, running
-from weijian.local_services import Broker, Influx
+from weijian.demo.local_services import Broker, Influx
 from weijian.registry import Registry
 
 

@@ -8,7 +8,6 @@ killed with SIGKILL takes its children with it: no orphans, no ports left bound.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -16,29 +15,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Child", "Supervisor", "die_with_parent_if_asked"]
+__all__ = ["Child", "Supervisor"]
 
-_PR_SET_PDEATHSIG = 1
-_PARENT_ENV = "WEIJIAN_SUPERVISOR_PID"
-
-
-def die_with_parent_if_asked() -> None:
-    """In a supervised child: ask the kernel to SIGKILL us when the supervisor dies.
-
-    Called first thing by the CLI. Done in the child rather than in ``preexec_fn``, which is
-    unsafe in a parent with threads. If the supervisor already died before the request took
-    effect, exit at once.
-    """
-    parent = os.environ.get(_PARENT_ENV)
-    if parent is None or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return  # the supervisor's own cleanup still stops us
-    if os.getppid() != int(parent):
-        os._exit(1)
+from weijian.parent_death import PARENT_ENV as _PARENT_ENV
 
 
 @dataclass

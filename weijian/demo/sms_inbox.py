@@ -1,27 +1,26 @@
 """A local stand-in for an SMS relay: receives weijian's webhook POSTs and keeps them.
 
 ``weijian demo`` runs one so the whole chain can be watched without a real SMS provider:
-each message is checked against its HMAC-SHA256 signature, appended to a JSON-lines file and
-handed to a callback (the demo prints it). It answers 200 to good requests and 401 to badly
-signed ones, as a real relay should.
+each message's timestamp and HMAC-SHA256 signature are checked as docs/alerts.md tells a relay
+to (:func:`weijian.contract.verify_webhook`), and it is appended to a JSON-lines file and handed
+to a callback (the demo prints it). It answers 200 to good requests and 401 to badly signed or
+stale ones, as a real relay should.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SIGNATURE_HEADERS", "SmsInbox"]
+from weijian.contract import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_webhook
 
-# Header names a weijian webhook may carry its signature in ("sha256=<hex>" or "<hex>").
-SIGNATURE_HEADERS = ("X-Weijian-Signature", "X-Signature")
+__all__ = ["SmsInbox"]
 
 
 @dataclass
@@ -69,9 +68,9 @@ class SmsInbox:
             self._server.server_close()
 
     def _accept(self, body: bytes, headers: dict[str, str]) -> int:
-        signature = next((headers[h.lower()] for h in SIGNATURE_HEADERS if h.lower() in headers), "")
-        expected = hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(signature.removeprefix("sha256="), expected):
+        signature = headers.get(SIGNATURE_HEADER.lower(), "")
+        stamp = headers.get(TIMESTAMP_HEADER.lower(), "")
+        if not verify_webhook(self.secret, body, signature, stamp, now=time.time()):
             with self._lock:
                 self.rejected += 1
             return 401

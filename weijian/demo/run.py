@@ -32,16 +32,14 @@ from rich.live import Live
 from rich.table import Table
 
 from weijian.contract import CATALOGUE, Kind
+from weijian.demo.local_services import Broker, Influx, start_influxd, start_mosquitto
+from weijian.demo.sms_inbox import SmsInbox
+from weijian.demo.supervise import Supervisor
 from weijian.errors import ServiceError, UsageError
-from weijian.local_services import Broker, Influx, start_influxd, start_mosquitto
 from weijian.registry import Registry, load_registry
-from weijian.sms_inbox import SmsInbox
-from weijian.supervise import Supervisor
 
-__all__ = ["register"]
+__all__ = ["run_demo"]
 
-_HERE = Path(__file__).resolve().parent.parent
-_EXAMPLE_REGISTRY = _HERE / "examples" / "registry.toml"
 _CHINA = timezone(timedelta(hours=8))
 _ROOT = "weijian/v1"
 _DATABASE = "weijian"
@@ -383,7 +381,8 @@ def _sms_kind(message: dict[str, Any], registry: Registry) -> str | None:
     return site.kind.value if site else None
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_demo(args: argparse.Namespace) -> int:
+    """Run ``weijian demo`` with the parsed arguments (see :mod:`weijian.demo.cli`)."""
     if args.speed <= 0:
         raise UsageError(f"--speed: must be > 0, got {args.speed}")
     if args.duration <= 0:
@@ -435,24 +434,3 @@ def _summary(demo: Demo, codes: dict[str, int], failed: list[str]) -> None:
         c.print(f"stop them: kill {demo.broker.pid} {demo.influx.pid}")
     else:
         c.print("services stopped; start with --keep to query InfluxDB afterwards")
-
-
-def register(sub: Any) -> None:
-    """Add ``weijian demo``."""
-    parser = sub.add_parser(
-        "demo", help="run the whole pipeline on this machine: sensors to SMS, in about a minute"
-    )
-    parser.add_argument("--duration", type=float, default=60.0, metavar="S",
-                        help="wall-clock seconds to run (default 60: a simulated day at 1440x)")
-    parser.add_argument("--speed", type=float, default=1440.0, metavar="X",
-                        help="simulated seconds per second (default 1440)")
-    parser.add_argument("--scenario", default="demo-city", metavar="NAME|FILE",
-                        help="firmware_sim scenario (default demo-city: one incident per kind)")
-    parser.add_argument("--keep", action="store_true",
-                        help="leave Mosquitto and InfluxDB running afterwards and say how to stop them")
-    parser.add_argument("--workdir", type=Path, metavar="DIR",
-                        help="where data and logs go (default ./demo-data/<time>)")
-    parser.add_argument("--registry", type=Path, default=_EXAMPLE_REGISTRY,
-                        help="site registry TOML (default: examples/registry.toml)")
-    parser.set_defaults(handler=_run)
-
