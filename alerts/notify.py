@@ -33,6 +33,7 @@ from typing import Protocol
 import httpx
 
 from alerts.store import DeliveryStatus, OutboxItem, Store
+from weijian.backoff import Backoff
 from weijian.config import AlertsSettings, SmsSettings
 from weijian.contract import SIGNATURE_HEADER, TIMESTAMP_HEADER, webhook_signature
 from weijian.errors import DeliveryFailed, WeijianError
@@ -182,10 +183,14 @@ class OutboxWorker:
         self.degraded = False  # the outbox could not be read at the last try
 
     def backoff(self, attempts: int) -> timedelta:
-        """Delay before the next try after ``attempts`` failed tries: exponential, capped, jittered."""
+        """Delay before the next try after ``attempts`` failed tries (:class:`weijian.backoff.Backoff`).
+
+        ``retry_initial_s`` doubling up to ``retry_max_s``, shortened by up to ``retry_jitter``
+        of itself at random: never longer than ``retry_max_s``.
+        """
         s = self.settings
-        base = min(s.retry_max_s, s.retry_initial_s * 2 ** max(attempts - 1, 0))
-        return timedelta(seconds=base * (1 + s.retry_jitter * (2 * self.rand() - 1)))
+        backoff = Backoff(s.retry_initial_s, s.retry_max_s, s.retry_jitter, self.rand)
+        return timedelta(seconds=backoff.delay(attempts))
 
     async def run_once(self, client: httpx.AsyncClient) -> int:
         """Claim due items and try each once; returns how many were tried.

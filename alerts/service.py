@@ -42,6 +42,7 @@ from alerts.engine import (
 )
 from alerts.notify import Notifier, OutboxWorker, build_channels
 from alerts.store import Fence, OutboxItem, PartitionLost, Store, TasksDbUnavailable
+from weijian.backoff import Backoff
 from weijian.config import Settings
 from weijian.contract import AlertEvent, AlertState, GatewayStatus, Reading
 from weijian.registry import Registry
@@ -205,7 +206,7 @@ class AlertService:
         open in memory that no task or notification ever follows. Meanwhile the inbox fills
         and ingest moves what follows to its durable backlog: nothing is lost, only delayed.
         """
-        delay = _RECORD_RETRY_FIRST_S
+        backoff = Backoff(_RECORD_RETRY_FIRST_S, _RECORD_RETRY_MAX_S, jitter=0.5)
         while True:
             try:
                 state: tuple[str, str] | None = None
@@ -222,9 +223,10 @@ class AlertService:
                 return
             except (TasksDbUnavailable, ConnectionError) as exc:
                 self.degraded = True
-                log.error("alerts.store_unavailable", extra={"error": str(exc), "retry_in_s": delay})
+                delay = backoff.next()
+                log.error("alerts.store_unavailable",
+                          extra={"error": str(exc), "retry_in_s": round(delay, 2)})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _RECORD_RETRY_MAX_S)
 
     async def checkpoint(self) -> None:
         """Save the engine state if anything was judged since the last save.
@@ -357,18 +359,19 @@ class AlertStage:
             return await self._open()
 
     async def _open(self) -> Store:
-        delay = _RECORD_RETRY_FIRST_S
+        backoff = Backoff(_RECORD_RETRY_FIRST_S, _RECORD_RETRY_MAX_S, jitter=0.5)
         while self.store is None:
             try:
                 self.store = await asyncio.to_thread(
                     Store, self.settings.tasks.url, self.settings.alerts.db_timeout_s
                 )
             except TasksDbUnavailable as exc:
+                delay = backoff.next()
                 if str(exc) != self.error:
-                    log.error("alerts.store_unavailable", extra={"error": str(exc), "retry_in_s": delay})
+                    log.error("alerts.store_unavailable",
+                              extra={"error": str(exc), "retry_in_s": round(delay, 2)})
                 self.error = str(exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _RECORD_RETRY_MAX_S)
         self.error = ""
         if self.worker is None:
             self.worker = OutboxWorker(self.store, self.channels, self.settings.alerts, now=self.now)

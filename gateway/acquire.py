@@ -29,6 +29,7 @@ from pymodbus.pdu import ModbusPDU
 from gateway.decode import decode_sample, failed_metrics, to_metric_values
 from gateway.spool import Sample
 from gateway.status import DeviceHealth, ErrorKind
+from weijian.backoff import Backoff
 from weijian.contract import Flag, Kind
 from weijian.device_profile import DeviceProfile, ReadBlock, Table
 from weijian.errors import DeviceError
@@ -386,11 +387,10 @@ class Poller:
                 log.warning("device.offline", extra={"device": target.key, "error": str(exc),
                                                      "error_kind": exc.kind.value})
                 self.on_state_change(target)
-            backoff = min(
-                target.poll_interval_s * 2 ** min(target.health.consecutive_failures - 1, 16),
-                max(self.backoff_max_s, target.poll_interval_s),
-            )
-            target.next_due = time.monotonic() + backoff
+            # No jitter: a failing device's polls stay on a readable cadence.
+            cap = max(self.backoff_max_s, target.poll_interval_s)
+            backoff = Backoff(target.poll_interval_s, cap, jitter=0)
+            target.next_due = time.monotonic() + backoff.delay(target.health.consecutive_failures)
             return
         sample = decode_sample(target.profile, target.metrics, data)
         for metric, value in sample.implausible.items():

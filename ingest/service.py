@@ -43,6 +43,7 @@ from ingest.receive import MqttIntake, MqttLost, SessionTakenOver, Subscription
 from ingest.spool import PointSpool
 from ingest.store import InfluxWriter, Storage
 from ingest.validate import Incoming, Quarantined, VerdictCache, classify, classify_batch
+from weijian.backoff import Backoff
 from weijian.clock import Clock
 from weijian.config import Settings
 from weijian.contract import AlertEvent, GatewayStatus, Reading, alert_topic
@@ -116,21 +117,6 @@ def _load_alerts(settings: Settings, registry: Registry, clock: Callable[[], dat
 
 def _partition_lost(exc: BaseException) -> bool:
     return isinstance(exc, PartitionLost)
-
-
-class _Backoff:
-    """Exponential backoff with full jitter, reset by a session that went well."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-        self.attempt = 0
-
-    def next_delay(self, lasted_s: float) -> float:
-        if lasted_s >= _GOOD_SESSION_S:
-            self.attempt = 0
-        delay = self._rng.uniform(0, min(_BACKOFF_CAP_S, 0.5 * 2**self.attempt))
-        self.attempt += 1
-        return delay
 
 
 async def _sleep_unless(stop: asyncio.Event, delay: float) -> None:
@@ -458,7 +444,7 @@ class IngestService:
         A session taken over by another client with the same id (the partition moved) or an
         alerts write refused by the fence sets ``moved``: the partition is given up.
         """
-        backoff = _Backoff(self._rng)
+        backoff = Backoff(0.5, _BACKOFF_CAP_S, jitter=1.0, rand=self._rng.random)
         while not stop.is_set() and not moved.is_set():
             began = time.monotonic()
             error = ""
@@ -480,7 +466,9 @@ class IngestService:
                     error = repr(group.exceptions[0])
             if moved.is_set():
                 return
-            delay = backoff.next_delay(time.monotonic() - began)
+            if time.monotonic() - began >= _GOOD_SESSION_S:
+                backoff.reset()  # a session that went well: start again from 0.5 s
+            delay = backoff.next()
             log.warning("mqtt.lost", extra={"session": name, "error": error, "retry_in_s": round(delay, 2)})
             await _sleep_unless(stop, delay)
 

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from ingest.metrics import IngestMetrics
 from ingest.spool import PointSpool
+from weijian.backoff import Backoff
 from weijian.errors import InfluxRejected, InfluxUnavailable
 
 __all__ = ["InfluxWriter", "Storage"]
@@ -52,16 +53,15 @@ class Storage:
         self._spool = spool
         self._metrics = metrics
         self._retries = retries
-        self._backoff_max_s = backoff_max_s
         self._on_rejected = on_rejected
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(0.1, backoff_max_s, jitter=1.0, rand=(rng or random.Random()).random)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self.is_healthy = True
 
     def _delay(self, attempt: int) -> float:
-        """Exponential backoff with full jitter, capped."""
-        return self._rng.uniform(0, min(self._backoff_max_s, 0.1 * 2**attempt))
+        """Full-jitter backoff after ``attempt`` earlier tries (0.1 s doubling, capped)."""
+        return self._backoff.delay(attempt + 1)
 
     async def _write(self, body: bytes, points: int) -> None:
         started = time.perf_counter()
