@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from weijian.contract import ALERT_MEASUREMENT as _ALERT_MEASUREMENT
 from weijian.contract import CATALOGUE, Kind
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
     "sites_variable",
 ]
 
-ALERT_MEASUREMENT: Final = "alert"
+ALERT_MEASUREMENT: Final = _ALERT_MEASUREMENT
 KINDS_REGEX: Final = "/^(" + "|".join(k.value for k in Kind) + ")$/"
 # Every kind's catalogue has temperature and every instrument profile we ship measures it, so
 # it is the field whose last point says when a device last reported (InfluxQL returns the

@@ -1,7 +1,7 @@
 """Threshold bands drawn on the kind dashboards, derived from the alert engine's rule packs.
 
 One source of truth: the bands come only from ``weijian.rules`` (the packs in
-``alerts/rules/``). A kind's range rules are grouped by metric and by the site attributes
+``weijian/rulepacks/``). A kind's range rules are grouped by metric and by the site attributes
 they apply to (finished vs tap water, refrigerated vs frozen stores); each group becomes one
 panel whose thresholds are the rules' ``min``/``max`` values, coloured by the worst severity
 a value in that region would breach.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from weijian.contract import AlertEvent, Flag, Reading
+from weijian.contract import ALERT_MEASUREMENT, FLAG_FIELD_SUFFIX, AlertEvent, Flag, Reading
 
 __all__ = ["STORABLE_FROM", "STORABLE_UNTIL", "alert_line", "reading_line", "time_ns"]
 
@@ -35,7 +35,8 @@ def reading_line(reading: Reading, district: str) -> str:
         if metric.value is not None:
             fields.append(f"{name}={float(metric.value)!r}")
         if metric.flag is not _NORMAL:
-            fields.append(f'{name}_flag="{metric.flag.value}"')
+            fields.append(f'{name}{FLAG_FIELD_SUFFIX}="{metric.flag.value}"')
+    # The tags are weijian.contract.READING_TAGS, written in that (sorted) order.
     return (
         f"{reading.kind.value},device_id={reading.device_id},district={district},"
         f"gateway_id={reading.gateway_id},site_id={reading.site_id} "
@@ -52,7 +53,7 @@ def _string(value: str) -> str:
 
 
 def alert_line(event: AlertEvent) -> str:
-    """One point in the ``alert`` measurement at the moment of the state change."""
+    """One point in the ``alert`` measurement at the moment of the state change (tags: ALERT_TAGS)."""
     tags = ",".join(
         f"{key}={_tag(value)}"
         for key, value in (
@@ -74,4 +75,4 @@ def alert_line(event: AlertEvent) -> str:
         fields.append(f"value={float(event.value)!r}")
     if event.threshold is not None:
         fields.append(f"threshold={float(event.threshold)!r}")
-    return f"alert,{tags} {','.join(fields)} {time_ns(event.ts.astimezone(UTC))}"
+    return f"{ALERT_MEASUREMENT},{tags} {','.join(fields)} {time_ns(event.ts.astimezone(UTC))}"

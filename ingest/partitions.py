@@ -16,6 +16,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from weijian.contract import status_topic
 from weijian.registry import Registry
 
 __all__ = ["Partition", "partition_registry"]
@@ -36,7 +37,7 @@ class Partition:
 
     def status_topics(self, root: str) -> list[str]:
         """The retained status topic of each gateway of the partition."""
-        return [f"{root}/gateways/{gateway}/status" for gateway in self.gateways]
+        return [status_topic(root, gateway) for gateway in self.gateways]
 
 
 def partition_registry(registry: Registry, count: int) -> list[Partition]:

@@ -19,7 +19,6 @@ first partition also catches readings of sites absent from the registry, to quar
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import random
 import tempfile
@@ -104,14 +103,16 @@ def make_writer(settings: Settings) -> InfluxWriter:
 
 
 def _load_alerts(settings: Settings, registry: Registry, clock: Callable[[], datetime]) -> AlertsStage:
+    # Imported here, not at the top: with [ingest] alerts = false, ingest does not load the
+    # alerts stage (SQLAlchemy, Alembic, the rule packs) at all.
     try:
-        module = importlib.import_module("alerts.service")
-        stage: AlertsStage = module.AlertStage.from_settings(settings, registry, clock)
-    except (ImportError, AttributeError) as exc:
+        from alerts.service import AlertStage
+    except ImportError as exc:
         raise AlertsUnavailable(
             f"[ingest] alerts = true, but the alerts stage cannot be loaded ({exc}); "
             "set WEIJIAN_INGEST__ALERTS=false to run ingest without alert evaluation"
         ) from exc
+    stage: AlertsStage = AlertStage.from_settings(settings, registry, clock)
     return stage
 
 

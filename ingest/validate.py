@@ -22,6 +22,7 @@ from weijian.contract import (
     RejectReason,
     decode_reading,
     is_identifier,
+    status_topic_gateway,
 )
 from weijian.registry import Registry
 
@@ -57,8 +58,7 @@ class Quarantined:
 Verdict = Reading | GatewayStatus | Rejection | None  # None: nothing to do (cleared retained status)
 
 
-def _status(root: str, topic: str, payload: bytes) -> GatewayStatus | Rejection | None:
-    gateway_id = topic[len(root) + len("/gateways/") : -len("/status")]
+def _status(gateway_id: str, payload: bytes) -> GatewayStatus | Rejection | None:
     if not payload:
         return None  # a retained status being cleared
     try:
@@ -93,10 +93,11 @@ def classify(
         A Reading, a GatewayStatus, a Rejection, a Quarantined (for reasons outside the
         contract's enum) or None for an empty retained status.
     """
-    if topic.startswith(root + "/gateways/") and topic.endswith("/status"):
-        if not is_identifier(topic[len(root) + len("/gateways/") : -len("/status")]):
+    gateway_id = status_topic_gateway(root, topic)
+    if gateway_id is not None:
+        if not is_identifier(gateway_id):
             return Rejection(RejectReason.BAD_IDENTIFIER, "topic.gateway_id", f"{topic!r}: bad gateway id")
-        return _status(root, topic, payload)
+        return _status(gateway_id, payload)
     verdict = decode_reading(topic, payload, now=now, root=root, known_devices=registry)
     if not isinstance(verdict, Reading):
         return verdict

@@ -233,3 +233,19 @@ def test_public_names_match_all() -> None:
                     == contract.__name__ and not isinstance(getattr(contract, n), type(contract))}
     assert defined_here <= exported, defined_here - exported
 
+
+
+def test_the_line_protocol_writes_the_contracts_tags_and_flag_fields() -> None:
+    from datetime import UTC, datetime
+
+    from ingest.lineproto import reading_line
+    from weijian.contract import FLAG_FIELD_SUFFIX, READING_TAGS, Flag, Kind, MetricValue, Reading
+
+    reading = Reading(site_id="s-1", device_id="d-1", gateway_id="gw-1", kind=Kind.COLD_CHAIN,
+                      ts=datetime(2026, 1, 1, tzinfo=UTC), seq=1,
+                      metrics={"temperature": MetricValue(value=None, unit="degC", flag=Flag.COMM_FAILURE)})
+    head, fields, _ = reading_line(reading, "dist-1").split(" ")
+    measurement, *tags = head.split(",")
+    assert measurement == "cold_chain"
+    assert tuple(t.split("=")[0] for t in tags) == READING_TAGS
+    assert fields == f'temperature{FLAG_FIELD_SUFFIX}="B"'

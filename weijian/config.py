@@ -278,7 +278,7 @@ class AlertsSettings(_Section):
     See docs/alerts.md for every key.
     """
 
-    rules_dir: Path | None = None  # None: the packs shipped in alerts/rules
+    rules_dir: Path | None = None  # None: the packs shipped in weijian/rulepacks
     tick_s: float = Field(15.0, gt=0)  # wall seconds between clock ticks
     late_after_s: float = Field(300.0, ge=0)  # a reading older than this on arrival is late
     repeat_interval_min: float = Field(240.0, gt=0)

@@ -31,11 +31,15 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "ALERT_MEASUREMENT",
+    "ALERT_TAGS",
     "CATALOGUE",
     "DEFAULT_TOPIC_ROOT",
+    "FLAG_FIELD_SUFFIX",
     "FUTURE_TOLERANCE",
     "MAX_PAYLOAD_BYTES",
     "MAX_SEQ",
+    "READING_TAGS",
     "SIGNATURE_HEADER",
     "SIGNATURE_WINDOW_S",
     "TIMESTAMP_HEADER",
@@ -50,18 +54,22 @@ __all__ = [
     "Reading",
     "RejectReason",
     "Rejection",
+    "alert_subscription",
     "alert_topic",
     "check_identifier",
     "check_reading",
     "decode_reading",
     "encode_reading",
+    "flag_field",
     "is_identifier",
     "offline_status",
     "parse_reading_topic",
     "reading_subscription",
     "reading_topic",
     "status_payload",
+    "status_subscription",
     "status_topic",
+    "status_topic_gateway",
     "unit_of",
     "validate_topic_root",
     "verify_webhook",
@@ -334,6 +342,24 @@ def status_topic(root: str, gateway_id: str) -> str:
     return f"{root}/gateways/{check_identifier(gateway_id)}/status"
 
 
+def status_subscription(root: str) -> str:
+    """The MQTT filter that matches every gateway's status topic under ``root``."""
+    return f"{root}/gateways/+/status"
+
+
+def status_topic_gateway(root: str, topic: str) -> str | None:
+    """The gateway id part of a status topic (not yet checked), or None if ``topic`` is not one."""
+    head, tail = f"{root}/gateways/", "/status"
+    if topic.startswith(head) and topic.endswith(tail) and len(topic) > len(head) + len(tail):
+        return topic[len(head) : -len(tail)]
+    return None
+
+
+def alert_subscription(root: str) -> str:
+    """The MQTT filter that matches every site's alert events under ``root``."""
+    return f"{root}/alerts/+"
+
+
 def alert_topic(root: str, site_id: str) -> str:
     """Build the topic a site's alert events are published on."""
     return f"{root}/alerts/{check_identifier(site_id)}"
@@ -479,6 +505,22 @@ def status_payload(status: GatewayStatus) -> bytes:
 def offline_status(gateway_id: str, ts: datetime) -> GatewayStatus:
     """The status a gateway registers as its last will."""
     return GatewayStatus(gateway_id=gateway_id, state=GatewayState.OFFLINE, ts=ts)
+
+
+# --- InfluxDB schema (CONTRACT.md "InfluxDB schema") -------------------------------------
+
+# Readings: measurement = the kind's value, these tags, one float field per metric and a
+# string field ``{metric}_flag`` where the flag is not N.
+READING_TAGS: Final = ("device_id", "district", "gateway_id", "site_id")
+FLAG_FIELD_SUFFIX: Final = "_flag"
+# Alert state changes: one point per change, tagged by the alert's identity.
+ALERT_MEASUREMENT: Final = "alert"
+ALERT_TAGS: Final = ("device_id", "district", "kind", "rule", "severity", "site_id")
+
+
+def flag_field(metric: str) -> str:
+    """The InfluxDB field that holds a metric's flag when it is not N."""
+    return metric + FLAG_FIELD_SUFFIX
 
 
 # --- SMS webhook signature ---------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Rule-pack schema: the limits every stage draws from national standards, and their loader.
 
-The packs themselves are data (``alerts/rules/<kind>.toml``, one per monitored kind); this
+The packs themselves are data (``weijian/rulepacks/<kind>.toml``, one per monitored kind); this
 module is in the shared package because the alerts engine judges readings against them and
 the dashboards draw the same limits, and a stage may not import another stage. Every rule
 cites its standard, its clause and the confidence grade of the value (A/B/C as defined in
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 # The packs ship beside the alerts stage; both packages install side by side.
-DEFAULT_RULES_DIR: Final = Path(__file__).resolve().parent.parent / "alerts" / "rules"
+DEFAULT_RULES_DIR: Final = Path(__file__).resolve().parent / "rulepacks"
 
 _RULE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -226,7 +226,7 @@ class Rule(_Model):
 
 
 class RulePack(_Model):
-    """The rules of one monitored kind: ``alerts/rules/<kind>.toml``."""
+    """The rules of one monitored kind: ``weijian/rulepacks/<kind>.toml``."""
 
     kind: Kind
     description: str = ""

@@ -15,7 +15,6 @@ import argparse
 import json
 import secrets
 import signal
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -31,11 +30,12 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from weijian.contract import CATALOGUE, Kind
+from alerts.store import Store
+from weijian.contract import CATALOGUE, Kind, alert_subscription, status_subscription, status_topic_gateway
 from weijian.demo.local_services import Broker, Influx, start_influxd, start_mosquitto
 from weijian.demo.sms_inbox import SmsInbox
 from weijian.demo.supervise import Supervisor
-from weijian.errors import ServiceError, UsageError
+from weijian.errors import ServiceError, TasksDbUnavailable, UsageError
 from weijian.registry import Registry, load_registry
 
 __all__ = ["run_demo"]
@@ -117,6 +117,7 @@ class Demo:
     supervisor: Supervisor | None = None
     clock: dict[str, Any] = field(default_factory=dict)
     _mqtt: mqtt.Client | None = None
+    _tasks: Store | None = None
 
     # --- start ------------------------------------------------------------------------
 
@@ -248,7 +249,7 @@ class Demo:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="weijian-demo-watch")
 
         def on_connect(c: mqtt.Client, *_: Any) -> None:
-            c.subscribe([(f"{_ROOT}/gateways/+/status", 1), (f"{_ROOT}/alerts/+", 1)])
+            c.subscribe([(status_subscription(_ROOT), 1), (alert_subscription(_ROOT), 1)])
 
         def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
             try:
@@ -256,7 +257,7 @@ class Demo:
             except ValueError:
                 return
             with self.watch.lock:
-                if "/gateways/" in msg.topic:
+                if status_topic_gateway(_ROOT, msg.topic) is not None:
                     self.watch.gateways[body.get("gateway_id", msg.topic)] = body
                 elif isinstance(body, dict) and "alert_id" in body:
                     self.watch.alerts[body["alert_id"]] = body
@@ -266,6 +267,24 @@ class Demo:
         client.connect("127.0.0.1", self.broker.port)
         client.loop_start()
         self._mqtt = client
+
+    def _count_tasks(self) -> tuple[Counter[str], Counter[str]]:
+        """Tasks by status and by kind, through the alerts stage's own store (once ingest made it)."""
+        if self._tasks is None:
+            if not (self.workdir / "tasks.sqlite").exists():
+                return Counter(), Counter()
+            try:
+                self._tasks = Store(f"sqlite:///{self.workdir / 'tasks.sqlite'}")
+            except TasksDbUnavailable:
+                return Counter(), Counter()
+        try:
+            rows = self._tasks.tasks(limit=1_000_000)
+        except TasksDbUnavailable:
+            return Counter(), Counter()
+        statuses = Counter(str(t["status"]) for t in rows)
+        kinds = Counter(self.registry.sites[t["site_id"]].kind.value for t in rows
+                        if t["site_id"] in self.registry.sites)
+        return statuses, kinds
 
     def poll(self) -> None:
         """Refresh the counts the view shows from InfluxDB and the task database."""
@@ -278,7 +297,7 @@ class Demo:
                 continue
             if series:
                 stored[kind.value] = max((v for v in series[0]["values"][0][1:] if v), default=0)
-        tasks, by_kind = _count_tasks(self.workdir / "tasks.sqlite", self.registry)
+        tasks, by_kind = self._count_tasks()
         if self.clock:
             origin = datetime.fromisoformat(self.clock["origin"])
             anchor = datetime.fromisoformat(self.clock["anchor"])
@@ -334,6 +353,9 @@ class Demo:
     def stop(self) -> dict[str, int]:
         """Stop the children (gateways flush first), then the services unless --keep."""
         codes: dict[str, int] = {}
+        if self._tasks is not None:
+            self._tasks.close()
+            self._tasks = None
         if self.supervisor is not None:
             # Ingest first: a gateway that stops announces itself offline, and the demo's end
             # is not an incident. What the gateways flush waits in ingest's broker session.
@@ -353,30 +375,13 @@ class Demo:
         return codes
 
 
-def _count_tasks(path: Path, registry: Registry) -> tuple[Counter[str], Counter[str]]:
-    """Tasks by status and by kind, read from the alert stage's task table (read-only)."""
-    if not path.exists():
-        return Counter(), Counter()
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
-            rows = db.execute("SELECT status, site_id FROM alerts_tasks").fetchall()
-    except sqlite3.Error:
-        return Counter(), Counter()
-    statuses = Counter(status for status, _ in rows)
-    kinds = Counter(registry.sites[s].kind.value for _, s in rows if s in registry.sites)
-    return statuses, kinds
-
-
 def _sms_text(message: dict[str, Any]) -> str:
-    for key in ("text", "content", "message", "body"):
-        if isinstance(message.get(key), str):
-            return str(message[key])
-    return json.dumps(message, ensure_ascii=False)[:200]
+    """The message text: the webhook body's ``text`` (docs/alerts.md, "SMS webhook format")."""
+    return str(message.get("text", ""))
 
 
 def _sms_kind(message: dict[str, Any], registry: Registry) -> str | None:
-    if isinstance(message.get("kind"), str):
-        return str(message["kind"])
+    """The monitored kind of the site the message is about (its ``site_id``)."""
     site = registry.sites.get(str(message.get("site_id", "")))
     return site.kind.value if site else None
 

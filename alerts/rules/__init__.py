@@ -1,1 +1,0 @@
-"""Rule packs (data): one TOML file per monitored kind, loaded by ``weijian.rules``."""
