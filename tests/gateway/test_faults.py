@@ -94,3 +94,24 @@ async def test_faulty_devices_delay_nobody_and_show_in_the_status(
     assert report["devices_online"] == 3
     # the silent device's data resumed with normal values after the fault cleared
     assert any(key(r) == SILENT and r["metrics"]["ph"]["flag"] == "N" for r in readings)
+
+
+async def test_an_exception_answer_names_the_request_and_the_metrics_in_it(
+    tmp_path, mosquitto, topic_root, gw_registry, collector_for
+):
+    scenario = write_scenario(tmp_path / "one.toml", [DEVICES[0]], lines=("line-a",))
+    async with run_scenario(load_scenario(scenario), speed=0) as sim:
+        sim.inject("yc-water-001", "wq-01", EventKind.EXCEPTION, code=2)
+        data = gateway_data(tmp_path, mosquitto, topic_root, gw_registry,
+                            [device_config(ep) for ep in sim.endpoints], timeout_s=TIMEOUT_S)
+        collector = collector_for(mosquitto, topic_root)
+        async with running_gateway(data):
+            await collector.wait_for(
+                lambda c: any(s["devices"].get(GOOD[0], {}).get("last_error") for s in c.statuses()),
+                10, "a status with the device's error",
+            )
+    error = next(s["devices"][GOOD[0]]["last_error"] for s in collector.statuses()
+                 if s["devices"].get(GOOD[0], {}).get("last_error"))
+    # wq-analyser: free chlorine is the first input register of the first block.
+    assert error.startswith("unit 1, function 4 (input) at address 0, ")
+    assert "free_chlorine" in error and "exception 2 (ILLEGAL DATA ADDRESS)" in error

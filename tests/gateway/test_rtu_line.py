@@ -173,3 +173,22 @@ async def test_a_gateway_set_to_8n1_on_an_8e1_line_gets_no_answers_and_says_so_i
             readings = collector.readings()
     assert relay.refused and "9600 8N1" in relay.refused[0]
     assert all(mv["flag"] == "B" and mv["value"] is None for r in readings for mv in r["metrics"].values())
+
+
+async def test_a_serial_port_that_cannot_be_opened_is_named_by_key_and_cause(
+    tmp_path, mosquitto, topic_root, gw_registry, collector_for
+):
+    missing = str(tmp_path / "ttyUSB9")
+    device = {"site_id": "dj-cc-001", "device_id": "fr-01", "transport": "rtu", "serial": missing,
+              "line": "l1", "unit_id": 1}
+    collector = collector_for(mosquitto, topic_root)
+    data = gateway_data(tmp_path, mosquitto, topic_root, gw_registry, [device], timeout_s=0.2)
+    async with running_gateway(data):
+        await collector.wait_for(
+            lambda c: any(s["devices"].get("dj-cc-001/fr-01", {}).get("last_error") for s in c.statuses()),
+            10, "a status with the device's error",
+        )
+    error = next(s["devices"]["dj-cc-001/fr-01"]["last_error"] for s in collector.statuses()
+                 if s["devices"].get("dj-cc-001/fr-01", {}).get("last_error"))
+    assert "gateway.devices[0]" in error and "key 'serial'" in error and missing in error
+    assert "no such device" in error
