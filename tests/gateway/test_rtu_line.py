@@ -36,6 +36,14 @@ def two_line_scenario(tmp_path: Path) -> Path:
     return write_scenario(tmp_path / "two-lines.toml", devices, lines=tuple(LINES))
 
 
+def one_logger_scenario(tmp_path: Path) -> Path:
+    """One fridge logger alone on RS-485 line ``l1``."""
+    return write_scenario(tmp_path / "one.toml", [
+        {"site_id": "dj-cc-001", "device_id": "fr-01", "profile": "fridge-logger", "transport": "rtu",
+         "line": "l1", "unit_id": 1},
+    ], lines=("l1",))
+
+
 def gaps_before_requests(frames: list[Frame]) -> list[float]:
     """Silence on the wire before each frame the gateway sent (the first excepted)."""
     return [b.start - a.end for a, b in itertools.pairwise(frames) if b.sender == "gateway"]
@@ -98,10 +106,7 @@ async def test_8e1_and_8n2_lines_read_right_with_the_silence_kept_between_every_
 async def test_after_an_answer_with_a_bad_crc_the_retry_goes_out_within_the_silence(
     tmp_path, mosquitto, topic_root, gw_registry, collector_for
 ):
-    scenario = write_scenario(tmp_path / "one.toml", [
-        {"site_id": "dj-cc-001", "device_id": "fr-01", "profile": "fridge-logger", "transport": "rtu",
-         "line": "l1", "unit_id": 1},
-    ], lines=("l1",))
+    scenario = one_logger_scenario(tmp_path)
     fmt = SerialFormat(9600, 8, "E", 1)
     async with run_scenario(load_scenario(scenario), speed=0) as sim:
         with PacedLine(sim.endpoints[0].serial_path, fmt, corrupt={3}) as relay:
@@ -158,10 +163,7 @@ def test_a_line_with_two_ports_or_formats_or_a_port_on_two_lines_exits_2_naming_
 async def test_a_gateway_set_to_8n1_on_an_8e1_line_gets_no_answers_and_says_so_in_its_readings(
     tmp_path, mosquitto, topic_root, gw_registry, collector_for
 ):
-    scenario = write_scenario(tmp_path / "one.toml", [
-        {"site_id": "dj-cc-001", "device_id": "fr-01", "profile": "fridge-logger", "transport": "rtu",
-         "line": "l1", "unit_id": 1},
-    ], lines=("l1",))
+    scenario = one_logger_scenario(tmp_path)
     async with run_scenario(load_scenario(scenario), speed=0) as sim:
         with PacedLine(sim.endpoints[0].serial_path, SerialFormat(9600, 8, "E", 1)) as relay:
             collector = collector_for(mosquitto, topic_root)
