@@ -15,7 +15,7 @@ from alerts.store import NewTask, OutboxItem
 from weijian.config import AlertRoute, AlertsSettings
 from weijian.contract import CATALOGUE, AlertEvent
 from weijian.registry import Registry
-from weijian.rules import Rule, Severity
+from weijian.rules import Rule, RuleType, Severity
 
 __all__ = ["Dispatch", "Plan", "plan"]
 
@@ -62,6 +62,22 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3g}"
 
 
+def _measured(rule: Rule, a: Alert, unit: str) -> str:
+    """``实测6.1，限值不低于6.5``: the value and the limit it crossed, each with its own unit."""
+    if a.value is None or rule.metric is None:
+        return ""
+    if rule.type is RuleType.RANGE:
+        return f"实测{_fmt(a.value)}{unit}，限值{rule.wording(a.threshold)}{_fmt(a.threshold)}{unit}"
+    if rule.type is RuleType.NOT_EMPTIED:
+        hours = (a.fired_at or a.since) - a.since
+        return (f"已{_fmt(hours.total_seconds() / 3600)}小时未清空（当前{_fmt(a.value)}{unit}），"
+                f"限值{_fmt(rule.window_h)}小时")
+    if rule.type is RuleType.RATE_OF_CHANGE:
+        return (f"{_fmt(rule.per_min)}分钟内变化{_fmt(a.value)}{unit}，"
+                f"限值{_fmt(rule.max_change)}{unit}")
+    return ""
+
+
 def describe(d: Dispatch, t: Transition) -> str:
     """The Chinese message of a transition (site, what, value, limit and its standard)."""
     a = t.alert
@@ -71,11 +87,11 @@ def describe(d: Dispatch, t: Transition) -> str:
     unit = CATALOGUE[a.kind].get(rule.metric or "", "") if rule.metric else ""
     unit = _DISPLAY_UNITS.get(unit, unit)
     what = f"{name}（{a.device_id}）{rule.title}"
+    measured = _measured(rule, a, unit)
     if t.kind is TransitionKind.RESOLVED:
         text = f"{what}已恢复正常（{_local(t.at)}）"
-    elif rule.metric is not None and a.value is not None:
-        text = (f"{what}：实测{_fmt(a.value)}{unit}，限值{_fmt(a.threshold)}{unit}"
-                f"（{rule.citation}），发生于{_local(a.fired_at or t.at)}")
+    elif measured:
+        text = f"{what}：{measured}（{rule.citation}），发生于{_local(a.fired_at or t.at)}"
     else:
         text = f"{what}（{rule.citation}），发生于{_local(a.since)}"
     if a.late:

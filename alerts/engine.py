@@ -331,8 +331,13 @@ class _Step:
         late: bool,
         since: datetime | None = None,
         hold: timedelta | None = None,
+        threshold: float | None = None,
     ) -> None:
-        """Advance one (device, rule) alert given whether its condition holds at ``at``."""
+        """Advance one (device, rule) alert given whether its condition holds at ``at``.
+
+        ``threshold`` is the limit actually crossed (a two-sided range rule's min or max); None
+        takes the rule's own number (:attr:`Rule.limit`).
+        """
         key = (dev.site_id, dev.device_id, rule.id)
         alert = self.state.alerts.get(key)
         if alert is None and not bad:
@@ -352,7 +357,7 @@ class _Step:
                     state=AlertState.PENDING,
                     since=began,
                     value=value,
-                    threshold=rule.limit,
+                    threshold=rule.limit if threshold is None else threshold,
                 )
                 self.state.alerts[key] = alert
                 self.emit(TransitionKind.PENDING, alert, at, late)
@@ -412,7 +417,9 @@ class _Step:
                 if metric is None or metric.flag is not _NORMAL or metric.value is None:
                     continue  # threshold rules judge only N values (HJ 212-2017 Table 8)
                 v, lo, hi = metric.value, rule.min, rule.max
-                if (lo is None or v >= lo) and (hi is None or v <= hi) and (
+                # Strictly inside both limits complies whatever their wording; a value exactly
+                # on a limit goes the long way (Rule.too_low / too_high).
+                if (lo is None or v > lo) and (hi is None or v < hi) and (
                     (dev.site_id, dev.device_id, rule.id) not in alerts
                 ):
                     continue
@@ -442,10 +449,11 @@ class _Step:
             return  # threshold rules judge only N values (HJ 212-2017 Table 8)
         v = metric.value
         if kind is _RANGE:
-            bad = (rule.min is not None and v < rule.min) or (rule.max is not None and v > rule.max)
+            crossed = rule.crossed(v)
+            bad = crossed is not None
             lo, hi = rule.clear_low, rule.clear_high
-            clear = (lo is None or v >= lo) and (hi is None or v <= hi)
-            self.judge(dev, rule, bad=bad, clear=clear, at=ts, value=v, late=late)
+            clear = not bad and (lo is None or v >= lo) and (hi is None or v <= hi)
+            self.judge(dev, rule, bad=bad, clear=clear, at=ts, value=v, late=late, threshold=crossed)
         elif kind is RuleType.DOOR_OPEN:
             self.judge(dev, rule, bad=v >= 0.5, clear=v < 0.5, at=ts, value=v, late=late)
         elif kind is RuleType.POWER_LOST:
@@ -561,7 +569,7 @@ _METRIC: Final = {RuleType.DOOR_OPEN: "door_open", RuleType.POWER_LOST: "power_o
 
 def _worse(rule: Rule, old: float, new: float) -> float:
     """The value further from the limit: the lowest for a lower limit, else the highest."""
-    if rule.type is RuleType.RANGE and rule.min is not None and old < rule.min:
+    if rule.type is RuleType.RANGE and rule.too_low(old):
         return min(old, new)
     return max(old, new)
 

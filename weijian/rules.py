@@ -121,8 +121,12 @@ class Rule(_Model):
         type: what the rule watches.
         title: what happened, in Chinese, for SMS and task titles (``游离氯低于限值``).
         metric: the metric judged (range, rate_of_change, device_fault: None means any).
-        min: lower limit (range); a value below it breaches.
-        max: upper limit (range); a value above it breaches.
+        min: lower limit (range), compliant as ``min_bound`` words it.
+        max: upper limit (range), compliant as ``max_bound`` words it.
+        min_bound: ``at_least`` (不低于/≥: a value *below* min breaches, min itself complies) or
+            ``above`` (高于/>: min itself breaches), as the standard words the lower limit.
+        max_bound: ``not_above`` (不高于/≤: a value *above* max breaches, max itself complies) or
+            ``below`` (低于/<: max itself breaches), as the standard words the upper limit.
         clear_min: an open alert clears only when the value is at or above this (hysteresis);
             defaults to ``min``.
         clear_max: ... and at or below this; defaults to ``max``.
@@ -148,6 +152,8 @@ class Rule(_Model):
     metric: str | None = None
     min: float | None = None
     max: float | None = None
+    min_bound: Literal["at_least", "above"] = "at_least"
+    max_bound: Literal["not_above", "below"] = "not_above"
     clear_min: float | None = None
     clear_max: float | None = None
     for_min: float = Field(0.0, ge=0)
@@ -186,6 +192,32 @@ class Rule(_Model):
             if self.clear_max is not None and (self.max is None or self.clear_max > self.max):
                 raise ValueError("key 'clear_max': must be at or below max (the clear band is inside)")
         return self
+
+    def too_low(self, v: float) -> bool:
+        """Whether ``v`` breaches the lower limit, as ``min_bound`` words it."""
+        lo = self.min
+        return lo is not None and (v <= lo if self.min_bound == "above" else v < lo)
+
+    def too_high(self, v: float) -> bool:
+        """Whether ``v`` breaches the upper limit, as ``max_bound`` words it."""
+        hi = self.max
+        return hi is not None and (v >= hi if self.max_bound == "below" else v > hi)
+
+    def crossed(self, v: float) -> float | None:
+        """The limit ``v`` breaches (min or max), or None if it complies."""
+        if self.too_low(v):
+            return self.min
+        if self.too_high(v):
+            return self.max
+        return None
+
+    def wording(self, limit: float | None) -> str:
+        """How the standard words the side of ``limit``: ``不低于``, ``高于``, ``不高于``, ``低于``."""
+        if limit is not None and limit == self.min and (self.max is None or limit != self.max):
+            return "高于" if self.min_bound == "above" else "不低于"
+        if limit is not None and limit == self.max:
+            return "低于" if self.max_bound == "below" else "不高于"
+        return ""
 
     @property
     def clear_low(self) -> float | None:
