@@ -271,7 +271,8 @@ class EngineState:
         last_empty: when each not-emptied rule last saw the store near empty.
         offline: gateways offline, with the time they went.
         back_online: when each gateway last came back (data-interruption grace).
-        silences: maintenance windows, including past ones (they are the record).
+        silences: maintenance windows not yet ended (ended ones leave at the next tick; the
+            store keeps every one as the record).
         started: the receiver time of the first tick, the watch's beginning.
     """
 
@@ -513,6 +514,9 @@ class _Step:
 
     def tick(self) -> None:
         now = self.now
+        # Ended silences leave the working list (the store keeps them as the record).
+        if any(s.ends <= now for s in self.state.silences):
+            self.state.silences = [s for s in self.state.silences if s.ends > now]
         if self.state.started is None:
             self.state.started = now
         started = self.state.started
@@ -537,6 +541,10 @@ class _Step:
         for alert in list(self.state.alerts.values()):
             if alert.state is not AlertState.FIRING or alert.inhibited:
                 continue
+            if not alert.silenced and self.muted(alert.site_id, alert.device_id, alert.rule_id, now):
+                # A silence made after the alert fired mutes what is still to be sent (repeats,
+                # escalations), as Alertmanager decides at notification time.
+                alert.silenced = True
             if alert.silenced:
                 if not self.muted(alert.site_id, alert.device_id, alert.rule_id, now):
                     alert.silenced = False  # the window ended with the alert still firing

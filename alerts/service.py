@@ -139,7 +139,7 @@ class AlertService:
                 alert.device_id in gateways and alert.rule_id == GATEWAY_OFFLINE_RULE.id
             ):
                 self.state.alerts[alert.key] = alert
-        self.state.silences.extend(store.silences())
+        self.state.silences.extend(store.silences(active_at=now()))
         self._dirty = False
         self.worker = worker or OutboxWorker(store, channels, settings.alerts, now=now)
         self.readings = 0
@@ -248,7 +248,7 @@ class AlertService:
         acknowledged here.
         """
         known = {s.id for s in self.state.silences}
-        for silence in await asyncio.to_thread(self.store.silences):
+        for silence in await asyncio.to_thread(self.store.silences, active_at=self.now()):
             if silence.id not in known:  # recorded by `weijian tasks silence add` (another process)
                 log.info("silence.applied", extra={"silence_id": silence.id, "site_id": silence.site_id})
                 await self.handle(AddSilence(silence), events)

@@ -626,10 +626,13 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(insert(silences_table).values(**{s: getattr(silence, s) for s in silence.__slots__}))
 
-    def silences(self) -> list[Silence]:
-        """Every recorded silence (the record of maintenance windows)."""
+    def silences(self, *, active_at: datetime | None = None) -> list[Silence]:
+        """Every recorded silence (the record), or only those not ended at ``active_at``."""
+        query = select(silences_table).order_by(silences_table.c.starts)
+        if active_at is not None:
+            query = query.where(silences_table.c.ends > active_at)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(silences_table).order_by(silences_table.c.starts)).mappings().all()
+            rows = conn.execute(query).mappings().all()
         return [
             Silence(id=r["id"], site_id=r["site_id"], device_id=r["device_id"], rule_id=r["rule_id"],
                     starts=_aware(r["starts"]) or r["starts"], ends=_aware(r["ends"]) or r["ends"],
