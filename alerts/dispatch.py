@@ -62,8 +62,14 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3g}"
 
 
+_OUTSIDE = {"不低于": "低于", "高于": "不高于", "不高于": "高于", "低于": "不低于"}
+
+
 def _measured(rule: Rule, a: Alert, unit: str) -> str:
     """``实测6.1，限值不低于6.5``: the value and the limit it crossed, each with its own unit."""
+    if rule.type is RuleType.COMPLETENESS and a.value is not None:
+        day = a.since.astimezone(_LOCAL).strftime("%m月%d日")
+        return f"{day}数据完整率{_fmt(a.value)}%，限值不低于{_fmt(a.threshold)}%"
     if a.value is None or rule.metric is None:
         return ""
     if rule.type is RuleType.RANGE:
@@ -72,6 +78,12 @@ def _measured(rule: Rule, a: Alert, unit: str) -> str:
         hours = (a.fired_at or a.since) - a.since
         return (f"已{_fmt(hours.total_seconds() / 3600)}小时未清空（当前{_fmt(a.value)}{unit}），"
                 f"限值{_fmt(rule.window_h)}小时")
+    if rule.type is RuleType.CUMULATIVE:
+        limit = rule.max if rule.max is not None else rule.min
+        # What counts as outside, worded as the opposite of the limit's compliance wording.
+        outside = _OUTSIDE[rule.wording(limit)]
+        return (f"{_fmt(rule.window_h)}小时内{outside}{_fmt(limit)}{unit}累计{_fmt(a.value)}分钟，"
+                f"限值累计{_fmt(rule.total_min)}分钟")
     if rule.type is RuleType.RATE_OF_CHANGE:
         return (f"{_fmt(rule.per_min)}分钟内变化{_fmt(a.value)}{unit}，"
                 f"限值{_fmt(rule.max_change)}{unit}")

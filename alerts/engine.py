@@ -22,7 +22,7 @@ import copy
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from enum import StrEnum
 from typing import Any, Final
 
@@ -106,6 +106,10 @@ class DeviceInfo:
     district: str
     gateway_id: str | None
     rules: tuple[Rule, ...]
+    counts_days: bool = field(init=False, default=False)  # a completeness rule counts its readings
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counts_days", any(r.type is RuleType.COMPLETENESS for r in self.rules))
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +278,10 @@ class EngineState:
         silences: maintenance windows not yet ended (ended ones leave at the next tick; the
             store keeps every one as the record).
         started: the receiver time of the first tick, the watch's beginning.
+        outside: cumulative rules: spans of time outside the limits within the window, and
+            since when the last reading has been outside (None: it was inside).
+        day_counts: completeness rules: readings with data per device per local (UTC+8) day.
+        judged_day: completeness rules: the last local day judged, per device and rule.
     """
 
     config: EngineConfig
@@ -285,6 +293,11 @@ class EngineState:
     back_online: dict[str, datetime] = field(default_factory=dict)
     silences: list[Silence] = field(default_factory=list)
     started: datetime | None = None
+    outside: dict[tuple[str, str, str], tuple[list[tuple[datetime, datetime]], datetime | None]] = field(
+        default_factory=dict
+    )
+    day_counts: dict[tuple[str, str], dict[date, int]] = field(default_factory=dict)
+    judged_day: dict[tuple[str, str, str], date] = field(default_factory=dict)
 
     def copy(self) -> EngineState:
         """A deep copy, for replaying."""
@@ -410,6 +423,10 @@ class _Step:
                 break
         if has_data:
             self.state.last_seen[where] = ts
+            if dev.counts_days:
+                days = self.state.day_counts.setdefault(where, {})
+                day = _local_day(ts)
+                days[day] = days.get(day, 0) + 1
         alerts = self.state.alerts
         for rule in dev.rules:
             if rule.type is _RANGE:
@@ -457,8 +474,10 @@ class _Step:
             self.judge(dev, rule, bad=bad, clear=clear, at=ts, value=v, late=late, threshold=crossed)
         elif kind is RuleType.DOOR_OPEN:
             self.judge(dev, rule, bad=v >= 0.5, clear=v < 0.5, at=ts, value=v, late=late)
-        elif kind is RuleType.POWER_LOST:
+        elif kind is RuleType.POWER_LOST or kind is RuleType.EQUIPMENT_OFF:
             self.judge(dev, rule, bad=v < 0.5, clear=v >= 0.5, at=ts, value=v, late=late)
+        elif kind is RuleType.CUMULATIVE:
+            self.cumulative(dev, rule, ts, v, late)
         elif kind is RuleType.RATE_OF_CHANGE:
             key = (dev.site_id, dev.device_id, rule.id)
             ref = self.state.rate_ref.get(key)
@@ -485,6 +504,61 @@ class _Step:
                 dev, rule, bad=True, clear=False, at=ts, value=v, late=late,
                 since=since, hold=timedelta(hours=rule.window_h),
             )
+
+    def cumulative(self, dev: DeviceInfo, rule: Rule, ts: datetime, v: float, late: bool) -> None:
+        """Add up the time outside the limits over the trailing ``window_h``; fire at ``total_min``.
+
+        The time from a reading outside the limits to the next reading counts as outside (at
+        most ``_CUMULATIVE_MAX_STEP`` of it: a gap in the data is not an excursion).
+        """
+        assert rule.window_h is not None and rule.total_min is not None
+        key = (dev.site_id, dev.device_id, rule.id)
+        spans, since = self.state.outside.get(key, ([], None))
+        if since is not None and ts > since:
+            end = min(ts, since + _CUMULATIVE_MAX_STEP)
+            if spans and spans[-1][1] >= since:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+            else:
+                spans.append((since, end))
+        crossed = rule.crossed(v)
+        window_start = ts - timedelta(hours=rule.window_h)
+        spans = [(max(a, window_start), b) for a, b in spans if b > window_start]
+        self.state.outside[key] = (spans, ts if crossed is not None else None)
+        minutes = _total(spans) / timedelta(minutes=1)
+        bad = minutes >= rule.total_min
+        if not bad and key not in self.state.alerts:
+            return
+        self.judge(dev, rule, bad=bad, clear=not bad, at=ts, value=round(minutes, 1), late=late,
+                   hold=timedelta(0), threshold=rule.total_min)
+
+    def completeness(self, now: datetime) -> None:
+        """Judge every whole local day that has ended (and its late grace passed) per device."""
+        started = self.state.started
+        assert started is not None
+        last_whole = _local_day(now - self.config.late_after) - timedelta(days=1)
+        for dev in self.config.devices.values():
+            if not dev.counts_days:
+                continue
+            days = self.state.day_counts.get((dev.site_id, dev.device_id), {})
+            for rule in dev.rules:
+                if rule.type is not RuleType.COMPLETENESS:
+                    continue
+                assert rule.expected_interval_min is not None and rule.min_share is not None
+                key = (dev.site_id, dev.device_id, rule.id)
+                # The first day judged is the first whole day after the watch began.
+                day = self.state.judged_day.get(key, _local_day(started)) + timedelta(days=1)
+                while day <= last_whole:
+                    share = days.get(day, 0) / (1440 / rule.expected_interval_min)
+                    bad = share < rule.min_share
+                    begin = datetime.combine(day, time(), _LOCAL_TZ).astimezone(UTC)
+                    end = begin + timedelta(days=1)
+                    self.judge(dev, rule, bad=bad, clear=not bad, at=end,
+                               value=round(min(share, 1.0) * 100, 1), late=False, since=begin,
+                               hold=timedelta(0), threshold=rule.min_share * 100)
+                    self.state.judged_day[key] = day
+                    day += timedelta(days=1)
+            for old in [d for d in days if d <= last_whole]:
+                del days[old]
 
     def gateway(self, status: GatewayStatus) -> None:
         gw = status.gateway_id
@@ -520,6 +594,7 @@ class _Step:
         if self.state.started is None:
             self.state.started = now
         started = self.state.started
+        self.completeness(now)
         for dev in self.config.devices.values():
             for rule in dev.rules:
                 if rule.type is not RuleType.DATA_INTERRUPTION or rule.silent_min is None:
@@ -573,6 +648,16 @@ class _Step:
 
 
 _METRIC: Final = {RuleType.DOOR_OPEN: "door_open", RuleType.POWER_LOST: "power_ok"}
+_CUMULATIVE_MAX_STEP: Final = timedelta(minutes=30)
+_LOCAL_TZ: Final = timezone(timedelta(hours=8))  # days of a completeness rule are China's days
+
+
+def _total(spans: list[tuple[datetime, datetime]]) -> timedelta:
+    return sum((b - a for a, b in spans), timedelta())
+
+
+def _local_day(at: datetime) -> date:
+    return at.astimezone(_LOCAL_TZ).date()
 
 
 def _worse(rule: Rule, old: float, new: float) -> float:
@@ -642,6 +727,11 @@ def snapshot(state: EngineState) -> dict[str, Any]:
         "offline": {g: _us(t) for g, t in state.offline.items()},
         "back_online": {g: _us(t) for g, t in state.back_online.items()},
         "started": None if state.started is None else _us(state.started),
+        "outside": [[s, d, r, [[_us(a), _us(b)] for a, b in spans], None if since is None else _us(since)]
+                    for (s, d, r), (spans, since) in state.outside.items()],
+        "day_counts": [[s, d, day.isoformat(), n] for (s, d), days in state.day_counts.items()
+                       for day, n in days.items()],
+        "judged_day": [[s, d, r, day.isoformat()] for (s, d, r), day in state.judged_day.items()],
     }
 
 
@@ -679,3 +769,20 @@ def restore(state: EngineState, data: Mapping[str, Any]) -> None:
     started = data.get("started")
     if started is not None and (state.started is None or _at(started) < state.started):
         state.started = _at(started)
+    for s, d, r, spans, since in data.get("outside", ()):
+        if (s, d) in devices:
+            # Several snapshots (partitions cut differently before): the one with more time
+            # outside counted is the later one.
+            new_spans = [(_at(a), _at(b)) for a, b in spans]
+            prior = state.outside.get((s, d, r))
+            if prior is None or _total(new_spans) >= _total(prior[0]):
+                state.outside[(s, d, r)] = (new_spans, None if since is None else _at(since))
+    for s, d, day, n in data.get("day_counts", ()):
+        if (s, d) in devices:
+            days = state.day_counts.setdefault((s, d), {})
+            days[date.fromisoformat(day)] = max(days.get(date.fromisoformat(day), 0), int(n))
+    for s, d, r, day in data.get("judged_day", ()):
+        if (s, d) in devices:
+            judged = date.fromisoformat(day)
+            if (s, d, r) not in state.judged_day or judged > state.judged_day[(s, d, r)]:
+                state.judged_day[(s, d, r)] = judged

@@ -27,6 +27,8 @@ METRIC_LABELS: Final[Mapping[str, str]] = {
     "orp": "氧化还原电位",
     "urea": "尿素",
     "cyanuric_acid": "氰尿酸",
+    "circulation_on": "循环净水设备运行",
+    "disinfection_on": "消毒设备运行",
     "humidity": "湿度",
     "door_open": "门开启",
     "weight": "暂存重量",

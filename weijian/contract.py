@@ -125,6 +125,9 @@ CATALOGUE: Final[Mapping[Kind, Mapping[str, str]]] = {
         "temperature": "degC",
         "urea": "mg/L",
         "cyanuric_acid": "mg/L",
+        # Equipment state, added within weijian/v1 (docs/contract.md): 1 running, 0 stopped.
+        "circulation_on": "0/1",
+        "disinfection_on": "0/1",
     },
     Kind.MEDICAL_WASTE: {
         "temperature": "degC",

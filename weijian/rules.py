@@ -58,6 +58,9 @@ class RuleType(StrEnum):
     DOOR_OPEN = "door_open"  # door_open == 1 for for_min
     POWER_LOST = "power_lost"  # power_ok == 0 for for_min
     NOT_EMPTIED = "not_emptied"  # weight never at or below near_empty_kg for window_h
+    CUMULATIVE = "cumulative"  # time outside min/max adds up to total_min within window_h
+    EQUIPMENT_OFF = "equipment_off"  # a 0/1 equipment-state metric at 0 (off) for for_min
+    COMPLETENESS = "completeness"  # a day's readings below min_share of 1440 / expected_interval_min
 
 
 class Severity(StrEnum):
@@ -135,7 +138,12 @@ class Rule(_Model):
         per_min: rate_of_change: the window the change is expressed over.
         silent_min: data_interruption: minutes without a reading.
         near_empty_kg: not_emptied: a weight at or below this counts as emptied.
-        window_h: not_emptied: hours the store may go without being emptied.
+        window_h: not_emptied: hours the store may go without being emptied; cumulative: the
+            rolling window the time outside the limits is added up over.
+        total_min: cumulative: minutes outside the limits, in all, that fire the alarm.
+        expected_interval_min: completeness: how often the device is expected to report.
+        min_share: completeness: the share (0-1) of a day's expected readings below which the
+            day is reported.
         severity: severity of the alert.
         enabled: disabled rules are loaded (and drawn) but never evaluated.
         advisory: shown as advice, not a compliance limit (C-grade values).
@@ -162,6 +170,9 @@ class Rule(_Model):
     silent_min: float | None = Field(None, gt=0)
     near_empty_kg: float | None = Field(None, ge=0)
     window_h: float | None = Field(None, gt=0)
+    total_min: float | None = Field(None, gt=0)
+    expected_interval_min: float | None = Field(None, gt=0)
+    min_share: float | None = Field(None, gt=0, le=1)
     severity: Severity = Severity.WARNING
     enabled: bool = True
     advisory: bool = False
@@ -178,10 +189,19 @@ class Rule(_Model):
             RuleType.DATA_INTERRUPTION: ("silent_min",),
             RuleType.NOT_EMPTIED: ("near_empty_kg", "window_h"),
             RuleType.RANGE: ("metric",),
+            RuleType.CUMULATIVE: ("metric", "total_min", "window_h"),
+            RuleType.EQUIPMENT_OFF: ("metric",),
+            RuleType.COMPLETENESS: ("expected_interval_min", "min_share"),
         }
         for key in need.get(self.type, ()):
             if getattr(self, key) is None:
                 raise ValueError(f"key {key!r}: required for a {self.type.value} rule")
+        if self.type is RuleType.CUMULATIVE:
+            if self.min is None and self.max is None:
+                raise ValueError("key 'min'/'max': a cumulative rule needs a limit")
+            assert self.total_min is not None and self.window_h is not None
+            if self.total_min > self.window_h * 60:
+                raise ValueError("key 'total_min': more than the whole window_h")
         if self.type is RuleType.RANGE:
             if self.min is None and self.max is None:
                 raise ValueError("key 'min'/'max': a range rule needs at least one limit")
@@ -243,6 +263,10 @@ class Rule(_Model):
             return self.max_change
         if self.type is RuleType.NOT_EMPTIED:
             return self.window_h
+        if self.type is RuleType.CUMULATIVE:
+            return self.total_min
+        if self.type is RuleType.COMPLETENESS:
+            return None if self.min_share is None else self.min_share * 100
         if self.type is RuleType.DATA_INTERRUPTION:
             return self.silent_min
         return self.for_min

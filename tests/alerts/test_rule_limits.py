@@ -51,7 +51,7 @@ WORDING: dict[str, tuple[tuple[float, str], ...]] = {
     # Vaccine storage 2–8 °C; frozen ≤ −20 °C; WHO freeze alarm "≤ −0.5 °C for 60 min"
     "cc-excursion-high": ((8.0, "≤"),),
     "cc-excursion-low": ((2.0, "≥"),),
-    "cc-heat-cumulative": ((8.0, "≤"),),
+    "cc-heat-sustained": ((8.0, "≤"),),
     "cc-freeze": ((-0.5, ">"),),
     "cc-frozen-high": ((-20.0, "≤"),),
     # 医疗废物集中处置技术规范 2.4.1–2.4.2: "< 20 °C"
