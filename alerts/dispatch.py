@@ -5,6 +5,7 @@ Routing tree, escalation contacts and the Chinese templates live here. Pure: no 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -126,7 +127,8 @@ def _contacts(d: Dispatch, a: Alert, level: int) -> list[str]:
         return []
     unit = d.registry.units.get(site.unit)
     if level == 1 and unit:
-        return [unit.handler.phone]
+        # The handler and the unit's designated alarm contacts (GSP 附录3: at least three people).
+        return [unit.handler.phone, *(c.phone for c in unit.alarm_contacts)]
     if level == 2 and unit:
         return [unit.head.phone]
     district = d.registry.districts.get(a.district)
@@ -201,4 +203,43 @@ def plan(d: Dispatch, transitions: list[Transition]) -> Plan:
         if t.kind is TransitionKind.ESCALATED and not quiet:
             who = _LEVEL_ZH.get(a.level, "")
             p.audits.append((a.alert_id, "system", "alert_escalated", f"level {a.level} {who}"))
+    p.outbox = group_messages(d, p.outbox)
     return p
+
+
+_REASON_ZH = {"repeat": "（重复提醒）", "escalated": "（升级通知）", "resolved": "已恢复正常"}
+
+
+def group_messages(d: Dispatch, items: list[OutboxItem]) -> list[OutboxItem]:
+    """One message per recipient for what fired together: same site, rule, reason and level.
+
+    A gateway's power cut behind eight fridges is one cause; its eight alerts reach each
+    recipient as one message that names the eight devices (as Alertmanager groups by labels).
+    The message carries every alert id (``alert_ids``) so the delivery log accounts for each.
+    """
+    groups: dict[tuple[str, ...], list[OutboxItem]] = {}
+    for item in items:
+        b = item.payload
+        group = (item.channel, item.recipient, str(b["site_id"]), str(b["rule"]), str(b["reason"]),
+                 str(b["level"]))
+        groups.setdefault(group, []).append(item)
+    out = []
+    for (channel, recipient, site_id, rule_id, reason, level), members in groups.items():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        first = members[0].payload
+        devices = sorted({str(m.payload["device_id"]) for m in members})
+        alert_ids = [m.alert_id for m in members if m.alert_id]
+        site = d.registry.sites.get(site_id)
+        rule = d.rule(rule_id)
+        at = datetime.fromisoformat(str(first["at"]))
+        severity = Severity(str(first["severity"]))
+        text = (f"【卫监{_SEVERITY_ZH[severity]}】{site.name if site else site_id}{rule.title}"
+                f"{_REASON_ZH.get(reason, '')}：共{len(devices)}台设备（{'、'.join(devices)}）"
+                f"（{rule.citation}），发生于{_local(at)}")
+        digest = hashlib.sha256("|".join(sorted(m.idem_key for m in members)).encode()).hexdigest()[:20]
+        idem = f"group:{digest}:{reason}:{level}:{channel}" + (f":{recipient}" if channel == "sms" else "")
+        payload = {**first, "text": text, "devices": devices, "alert_ids": alert_ids, "idempotency_key": idem}
+        out.append(OutboxItem(idem, channel, recipient, payload, members[0].alert_id))
+    return out

@@ -44,7 +44,9 @@ def registry_text(n: int) -> str:
     out = [
         '[[districts]]\nid = "bench"\nname = "基准区"\nteam = "基准队"\nsupervisors = [' + contact + "]",
         f'[[units]]\nid = "bench-unit"\nname = "基准单位"\nlicence = "X-1"\ndistrict = "bench"\n'
-        f"handler = {contact}\nhead = {contact}",
+        f"handler = {contact}\nhead = {contact}\n"
+        'alarm_contacts = [{ name = "测试二", phone = "13800000001" },'
+        ' { name = "测试三", phone = "13800000002" }]',
     ]
     refs = []
     for k, (kind, profile, metrics, extra) in enumerate(KINDS):

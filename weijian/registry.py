@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from weijian.contract import CATALOGUE, Identifier, Kind, status_subscription, status_topic
 from weijian.device_profile import DeviceProfile, ProfileError, load_profile
 from weijian.errors import RegistryError, describe_validation
-from weijian.rules import check_override
+from weijian.rules import check_override, default_rule_packs, rules_for_site
 from weijian.tomlfile import read_toml
 
 __all__ = [
@@ -59,7 +59,11 @@ class District(_Entry):
 
 
 class Unit(_Entry):
-    """A regulated unit (被监管单位): the handler is escalation level 1, the head level 2."""
+    """A regulated unit (被监管单位): the handler is escalation level 1, the head level 2.
+
+    ``alarm_contacts`` are the unit's other designated people texted at level 1 with the
+    handler (GSP 附录3 第六条 asks for at least three for a cold-chain alarm).
+    """
 
     id: Identifier
     name: str = Field(min_length=1)
@@ -67,6 +71,12 @@ class Unit(_Entry):
     district: Identifier
     handler: Contact
     head: Contact
+    alarm_contacts: tuple[Contact, ...] = ()
+
+    @property
+    def first_level_phones(self) -> list[str]:
+        """Distinct phones texted at level 1: the handler and the alarm contacts."""
+        return list(dict.fromkeys([self.handler.phone, *(c.phone for c in self.alarm_contacts)]))
 
 
 class WaterPoint(StrEnum):
@@ -280,6 +290,9 @@ def _cross_check(path: Path, reg: _RegistryFile) -> list[str]:
             devices.add(f"{site.id}/{dev.id}")
         for rule_id, params in site.overrides.items():
             problems.extend(f"{where}: {p}" for p in check_override(site.kind, rule_id, params))
+        site_unit = units.get(site.unit)
+        if site_unit is not None and not any(p.startswith(where) and "overrides" in p for p in problems):
+            problems.extend(_check_recipients(path, reg, site, site_unit))
     served: dict[str, str] = {}
     for i, gw in enumerate(reg.gateways):
         where = f"{path}: gateways[{i}] (id {gw.id!r})"
@@ -296,6 +309,22 @@ def _cross_check(path: Path, reg: _RegistryFile) -> list[str]:
                 )
             served.setdefault(ref, gw.id)
     return problems
+
+
+def _check_recipients(path: Path, reg: _RegistryFile, site: Site, unit: Unit) -> list[str]:
+    """Each rule in force at the site must reach as many people at level 1 as its standard asks."""
+    have = unit.first_level_phones
+    i = next(n for n, u in enumerate(reg.units) if u.id == unit.id)
+    out = []
+    for rule in rules_for_site(site, default_rule_packs(), site.overrides):
+        if rule.min_recipients > len(have):
+            out.append(
+                f"{path}: units[{i}] (id {unit.id!r}): key 'alarm_contacts': rule {rule.id!r} at site "
+                f"{site.id!r} must text at least {rule.min_recipients} people "
+                f"({rule.standard} {rule.clause}); the unit has {len(have)} (handler + alarm_contacts): add "
+                f"{rule.min_recipients - len(have)} more"
+            )
+    return out
 
 
 def _check_profile(

@@ -145,6 +145,8 @@ class Rule(_Model):
         min_share: completeness: the share (0-1) of a day's expected readings below which the
             day is reported.
         severity: severity of the alert.
+        min_recipients: the fewest people the standard wants texted at level 1 (the unit's
+            handler and alarm contacts); ``weijian registry check`` fails a unit with fewer.
         enabled: disabled rules are loaded (and drawn) but never evaluated.
         advisory: shown as advice, not a compliance limit (C-grade values).
         standard: the document the limit comes from (``GB 5749-2022``).
@@ -174,6 +176,7 @@ class Rule(_Model):
     expected_interval_min: float | None = Field(None, gt=0)
     min_share: float | None = Field(None, gt=0, le=1)
     severity: Severity = Severity.WARNING
+    min_recipients: int = Field(1, ge=1)
     enabled: bool = True
     advisory: bool = False
     standard: str = Field(min_length=1)

@@ -42,7 +42,9 @@ def fridge_registry(
         'supervisors = [{ name = "王一", phone = "13800000001" }]\n',
         '[[units]]\nid = "u1"\nname = "测试医院"\nlicence = "测试证字第1号"\ndistrict = "d1"\n'
         'handler = { name = "李二", phone = "13800000002" }\n'
-        'head = { name = "张三", phone = "13800000003" }\n',
+        'head = { name = "张三", phone = "13800000003" }\n'
+        'alarm_contacts = [{ name = "赵四", phone = "13800000004" },'
+        ' { name = "钱五", phone = "13800000005" }]\n',
     ]
     devices = []
     listed = ", ".join(f'"{m}"' for m in metrics)
