@@ -28,7 +28,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -179,6 +179,8 @@ class OutboxWorker:
         self.delivered = 0
         self.failed_attempts = 0
         self._last_error: dict[str, str] = {}
+        self._budget_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.folded = 0  # items folded into summaries (over a channel's budget)
         self.wake = asyncio.Event()  # set by the service when it queues messages
         self.degraded = False  # the outbox could not be read at the last try
 
@@ -200,6 +202,7 @@ class OutboxWorker:
         store's lease runs out.
         """
         now = self.now()
+        await self._summaries(now)
         # A few at a time, so that every claimed item is sent well within the claim's lease.
         batch = 2 * self.settings.outbox_concurrency
         items = await asyncio.to_thread(self.store.claim_notifications, now, batch, self.worker_id)
@@ -220,7 +223,51 @@ class OutboxWorker:
                 tg.create_task(one(item), name=f"notify-{item.id}")
         return len(items)
 
+    def _budget(self, channel: str) -> tuple[int, timedelta] | None:
+        """How many messages a recipient of ``channel`` may get, and in what window."""
+        if channel in ("wecom", "dingtalk"):
+            return self.settings.robot_per_min, timedelta(minutes=1)
+        if channel == "sms":
+            return self.settings.sms_per_number_per_day, timedelta(days=1)
+        return None
+
+    async def _summaries(self, now: datetime) -> None:
+        """Send what was folded, as one summary per recipient, when its budget has a slot."""
+        folded = await asyncio.to_thread(self.store.folded)
+        by_recipient: dict[tuple[str, str], list[OutboxItem]] = {}
+        for item in folded:
+            by_recipient.setdefault((item.channel, item.recipient), []).append(item)
+        for (channel, recipient), items in by_recipient.items():
+            budget = self._budget(channel)
+            if budget is None:
+                continue
+            if await asyncio.to_thread(self.store.summary_waiting, channel, recipient):
+                continue  # one summary at a time: the one queued takes the slot
+            used = await asyncio.to_thread(self.store.delivered_recently, recipient, now - budget[1])
+            if used >= budget[0]:
+                continue  # the window is full; the summary waits for a slot
+            await asyncio.to_thread(self.store.summarize, _summary(channel, recipient, items, now),
+                                    [i.id for i in items], now)
+
     async def _deliver(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+        budget = self._budget(item.channel)
+        if budget is None:
+            await self._send(client, item)
+            return
+        # One check-and-send at a time per recipient in this worker, so the count is exact.
+        lock = self._budget_locks.setdefault((item.channel, item.recipient), asyncio.Lock())
+        async with lock:
+            now = self.now()
+            used = await asyncio.to_thread(self.store.delivered_recently, item.recipient, now - budget[1])
+            # The last slot of each window is kept for the summary of what does not fit.
+            if used >= budget[0] - 1 and not item.idem_key.startswith("summary:"):
+                self.folded += 1
+                await asyncio.to_thread(self.store.mark_delivery, item.id, DeliveryStatus.FOLDED, now,
+                                        error="over_budget", count_attempt=False)
+                return
+            await self._send(client, item)
+
+    async def _send(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
         now = self.now()
         if item.channel == "sms":
             sent = await asyncio.to_thread(self.store.delivered_recently, item.recipient,
@@ -289,4 +336,23 @@ def build_channels(sms: SmsSettings, alerts: AlertsSettings) -> dict[str, Notifi
         secret = alerts.dingtalk_secret.get_secret_value() if alerts.dingtalk_secret else None
         out["dingtalk"] = DingTalkRobot(alerts.dingtalk_url, secret, sms.timeout_s)
     return out
+
+
+def _summary(channel: str, recipient: str, items: list[OutboxItem], now: datetime) -> OutboxItem:
+    """One message standing for ``items``, which went over the channel's budget."""
+    first = items[0].payload
+    lines = [str(i.payload.get("text", "")) for i in items[:3]]
+    more = f"；另有{len(items) - 3}条" if len(items) > 3 else ""
+    text = (f"【卫监汇总】超出发送限额未单独发送的告警通知{len(items)}条：" + "；".join(lines) + more
+            + "。请登录值班系统查看全部。")
+    key = f"summary:{channel}:{recipient}:{items[0].id}-{items[-1].id}"
+    alert_ids = [a for i in items for a in (i.payload.get("alert_ids") or [i.alert_id]) if a]
+    payload: dict[str, Any] = {
+        "reason": "summary", "text": text, "count": len(items), "alert_ids": alert_ids,
+        "at": now.isoformat(), "idempotency_key": key, "site_id": first.get("site_id"),
+        "severity": first.get("severity"), "level": first.get("level"),
+    }
+    if channel == "sms":
+        payload["to"] = recipient
+    return OutboxItem(key, channel, recipient, payload, items[0].alert_id)
 

@@ -105,6 +105,8 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"  # claimed by ``claimed_by`` at ``claimed_at``; being sent right now
     DELIVERED = "delivered"
     FAILED = "failed"  # gave up (permanent error or attempts exhausted)
+    FOLDED = "folded"  # over the channel's budget: waits to go out inside a summary message
+    SUMMARIZED = "summarized"  # went out inside the summary named in ``last_error``
 
 
 metadata = MetaData()
@@ -840,6 +842,33 @@ class Store:
             values["next_attempt_at"] = retry_at
         with self.engine.begin() as conn:
             conn.execute(update(outbox_table).where(outbox_table.c.id == item_id).values(**values))
+
+    def folded(self, limit: int = 500) -> list[OutboxItem]:
+        """Items over their channel's budget, oldest first, not yet in a summary."""
+        query = (select(outbox_table).where(outbox_table.c.status == DeliveryStatus.FOLDED.value)
+                 .order_by(outbox_table.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [_outbox_item(r) for r in rows]
+
+    def summary_waiting(self, channel: str, recipient: str) -> bool:
+        """Whether a summary for this recipient is queued and not yet sent."""
+        prefix = f"summary:{channel}:{recipient}:"
+        with self.engine.connect() as conn:
+            row = conn.execute(select(outbox_table.c.id).where(
+                outbox_table.c.idem_key.startswith(prefix, autoescape=True),
+                outbox_table.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]),
+            ).limit(1)).first()
+        return row is not None
+
+    def summarize(self, summary: OutboxItem, folded_ids: Sequence[int], now: datetime) -> None:
+        """Queue ``summary`` and mark the folded items it covers, in one transaction."""
+        with self.engine.begin() as conn:
+            _queue(conn, [summary], now)  # a second worker's identical summary is the same key
+            conn.execute(update(outbox_table).where(
+                outbox_table.c.id.in_(list(folded_ids)),
+                outbox_table.c.status == DeliveryStatus.FOLDED.value,
+            ).values(status=DeliveryStatus.SUMMARIZED.value, last_error=f"in {summary.idem_key}"))
 
     def deliveries(self, *, recipient: str | None = None, alert_id: str | None = None,
                    limit: int = 200) -> list[dict[str, Any]]:

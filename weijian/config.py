@@ -300,6 +300,9 @@ class AlertsSettings(_Section):
     retry_jitter: float = Field(0.2, ge=0, le=1)
     max_attempts: int = Field(0, ge=0)  # 0: retry until delivered
     rate_per_recipient_per_h: int = Field(20, ge=1)
+    # Channel budgets: what goes past them is folded into one summary message, never dropped.
+    robot_per_min: int = Field(20, ge=2)  # DingTalk and WeCom robots: 20 a minute, then ~10 min lockout
+    sms_per_number_per_day: int = Field(50, ge=2)  # Aliyun: 50 per 24 h per signature and template
     db_timeout_s: float = Field(10.0, gt=0)
     # Seconds between saves of each partition's engine state; judged readings are acknowledged
     # after the save (or at once when they change an alert), so a successor judges none twice.
