@@ -8,7 +8,7 @@ document is served at ``/openapi.json`` and the interactive docs at ``/docs``.
 # No "from __future__ import annotations": FastAPI must see the local dependency types.
 import asyncio
 import hmac
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -24,6 +24,7 @@ from weijian.config import AlertTeam
 __all__ = ["CloseRequest", "build_app"]
 
 _bearer = HTTPBearer(auto_error=False)
+_CHINA = timezone(timedelta(hours=8))
 
 
 class Evidence(BaseModel):
@@ -48,8 +49,12 @@ class ClaimRequest(BaseModel):
     assignee: str = Field(min_length=1, max_length=128)
 
 
-def build_app(store: Store, teams: list[AlertTeam]) -> FastAPI:
-    """The API application over ``store``, authorising by the teams' tokens."""
+def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = None) -> FastAPI:
+    """The API application over ``store``, authorising by the teams' tokens.
+
+    With ``receipt_token`` (``[sms] receipt_token``) it also takes the SMS providers' delivery
+    receipts at ``POST /sms/receipts/aliyun`` and ``/sms/receipts/tencent`` (``?token=...``).
+    """
     app = FastAPI(title="weijian inspection tasks", version="1",
                   description="巡查核查任务: list, show, claim and close inspection tasks.")
 
@@ -119,4 +124,41 @@ def build_app(store: Store, teams: list[AlertTeam]) -> FastAPI:
             raise HTTPException(409, f"task {task_id} is not claimed")
         return await visible(task_id, who)
 
+    def receipts_allowed(token: str = "") -> None:
+        if not receipt_token or not hmac.compare_digest(token.encode(), receipt_token.encode()):
+            raise HTTPException(404, "not found")  # receipts off, or a caller without the token
+
+    Receipts = Annotated[None, Depends(receipts_allowed)]
+
+    @app.post("/sms/receipts/aliyun", include_in_schema=False)
+    async def aliyun_receipts(reports: list[dict[str, Any]], _: Receipts) -> dict[str, Any]:
+        """Aliyun SmsReport (HTTP batch push): ``biz_id``, ``phone_number``, ``success``, ``err_code``."""
+        for r in reports:
+            ok = r.get("success") in (True, "true")
+            receipt = "DELIVERED" if ok else str(r.get("err_code") or "FAILED")
+            at = _china_time(r.get("report_time"))
+            await asyncio.to_thread(store.record_receipt, str(r.get("biz_id", "")), r.get("phone_number"),
+                                    receipt, at)
+        return {"code": 0, "msg": "成功"}
+
+    @app.post("/sms/receipts/tencent", include_in_schema=False)
+    async def tencent_receipts(reports: list[dict[str, Any]], _: Receipts) -> dict[str, Any]:
+        """Tencent Cloud status callback: ``sid``, ``mobile``, ``report_status``, ``errmsg``."""
+        for r in reports:
+            ok = str(r.get("report_status", "")).upper() == "SUCCESS"
+            receipt = "DELIVERED" if ok else str(r.get("errmsg") or "FAILED")
+            mobile = r.get("mobile")
+            at = _china_time(r.get("user_receive_time"))
+            await asyncio.to_thread(store.record_receipt, str(r.get("sid", "")),
+                                    str(mobile) if mobile else None, receipt, at)
+        return {"result": 0, "errmsg": "OK"}
+
     return app
+
+
+def _china_time(text: Any) -> datetime:
+    """``2026-07-15 10:03:04`` (the providers report China time); now if missing or unreadable."""
+    try:
+        return datetime.strptime(str(text), "%Y-%m-%d %H:%M:%S").replace(tzinfo=_CHINA).astimezone(UTC)
+    except ValueError:
+        return datetime.now(UTC)

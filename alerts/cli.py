@@ -147,7 +147,8 @@ def _serve(args: argparse.Namespace) -> int:
     from alerts.api import build_app
 
     settings, store = _store(args)
-    app = build_app(store, settings.alerts.teams)
+    token = settings.sms.receipt_token.get_secret_value() if settings.sms.receipt_token else None
+    app = build_app(store, settings.alerts.teams, receipt_token=token)
     uvicorn.run(app, host=settings.alerts.api_host, port=settings.alerts.api_port, log_config=None)
     return 0
 

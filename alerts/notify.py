@@ -54,8 +54,8 @@ log = logging.getLogger(__name__)
 class Notifier(Protocol):
     """One channel: deliver one item or raise :class:`DeliveryFailed`."""
 
-    async def send(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
-        """Deliver ``item``."""
+    async def send(self, client: httpx.AsyncClient, item: OutboxItem) -> str | None:
+        """Deliver ``item``; return the provider's id for the message, if it gives one."""
 
 
 def _check(response: httpx.Response, robot: bool) -> None:
@@ -284,7 +284,7 @@ class OutboxWorker:
                                     error=f"channel {item.channel!r} is not configured")
             return
         try:
-            await notifier.send(client, item)
+            provider_ref = await notifier.send(client, item)
         except DeliveryFailed as exc:
             self.failed_attempts += 1
             attempts = item.attempts + 1
@@ -301,7 +301,8 @@ class OutboxWorker:
             return
         self._last_error.pop(item.channel, None)
         self.delivered += 1
-        await asyncio.to_thread(self.store.mark_delivery, item.id, DeliveryStatus.DELIVERED, self.now())
+        await asyncio.to_thread(self.store.mark_delivery, item.id, DeliveryStatus.DELIVERED, self.now(),
+                                provider_ref=provider_ref or None)
 
     async def run(self, client: httpx.AsyncClient) -> None:
         """Deliver forever (until cancelled), polling the outbox every ``outbox_poll_s``."""
@@ -328,7 +329,15 @@ class OutboxWorker:
 def build_channels(sms: SmsSettings, alerts: AlertsSettings) -> dict[str, Notifier]:
     """The configured channels."""
     out: dict[str, Notifier] = {}
-    if sms.url:
+    if sms.provider == "aliyun":
+        from alerts.sms_providers import AliyunSms
+
+        out["sms"] = AliyunSms(sms)
+    elif sms.provider == "tencent":
+        from alerts.sms_providers import TencentSms
+
+        out["sms"] = TencentSms(sms)
+    elif sms.url:
         out["sms"] = SmsWebhook(sms)
     if alerts.wecom_url:
         out["wecom"] = WeComRobot(alerts.wecom_url, sms.timeout_s)

@@ -191,6 +191,9 @@ outbox_table = Table(
     Column("delivered_at", _ts),
     Column("claimed_by", String(64)),  # the worker sending it (status sending); revision 0002
     Column("claimed_at", _ts),
+    Column("provider_ref", String(64), index=True),  # the SMS provider's id for it; revision 0004
+    Column("receipt", String(64)),  # the provider's delivery receipt: DELIVERED or its error code
+    Column("receipt_at", _ts),
 )
 
 engine_state_table = Table(  # revision 0002
@@ -831,9 +834,11 @@ class Store:
 
     def mark_delivery(self, item_id: int, status: DeliveryStatus, now: datetime, *,
                       error: str | None = None, retry_at: datetime | None = None,
-                      count_attempt: bool = True) -> None:
-        """Record the outcome of an attempt."""
+                      count_attempt: bool = True, provider_ref: str | None = None) -> None:
+        """Record the outcome of an attempt (and the provider's id for the message, if any)."""
         values: dict[str, Any] = {"status": status.value, "last_error": error}
+        if provider_ref is not None:
+            values["provider_ref"] = provider_ref
         if count_attempt:
             values["attempts"] = outbox_table.c.attempts + 1
         if status is DeliveryStatus.DELIVERED:
@@ -850,6 +855,18 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [_outbox_item(r) for r in rows]
+
+    def record_receipt(self, provider_ref: str, recipient: str | None, receipt: str, at: datetime) -> int:
+        """A provider's delivery receipt for the message it knows as ``provider_ref``.
+
+        Returns:
+            How many rows it matched (0: not ours, or not yet recorded as sent).
+        """
+        query = update(outbox_table).where(outbox_table.c.provider_ref == provider_ref)
+        if recipient is not None:
+            query = query.where(outbox_table.c.recipient == recipient)
+        with self.engine.begin() as conn:
+            return int(conn.execute(query.values(receipt=receipt[:64], receipt_at=at)).rowcount)
 
     def summary_waiting(self, channel: str, recipient: str) -> bool:
         """Whether a summary for this recipient is queued and not yet sent."""
@@ -884,7 +901,7 @@ class Store:
         for r in rows:
             row = dict(r)
             row["payload"] = json.loads(row["payload"])
-            for k in ("created_at", "next_attempt_at", "delivered_at"):
+            for k in ("created_at", "next_attempt_at", "delivered_at", "receipt_at"):
                 row[k] = _aware(row[k])
             out.append(row)
         return out

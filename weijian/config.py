@@ -121,11 +121,42 @@ class TasksSettings(_Section):
 
 
 class SmsSettings(_Section):
-    """SMS webhook receiver and the HMAC key that signs each request."""
+    """How SMS go out: a signed webhook to a relay, or an SMS provider's own API.
 
+    ``provider = "webhook"`` posts to ``url`` signed with ``secret`` (docs/alerts.md).
+    ``"aliyun"`` (Dysmsapi SendSms) and ``"tencent"`` (Tencent Cloud SMS SendSms, API 3.0) sign
+    each request with ``access_key_id``/``access_key_secret`` as the provider documents, send
+    ``template_code`` with ``sign_name``, and fill the template's variables from the message
+    (``template_params``: template variable -> message field); ``sdk_app_id`` is Tencent's
+    SmsSdkAppId. ``endpoint`` overrides the provider's API address (a test stand-in, a private
+    endpoint). Delivery receipts come back to the task API (``/sms/receipts/<provider>``) with
+    ``receipt_token`` in the query.
+    """
+
+    provider: Literal["webhook", "aliyun", "tencent"] = "webhook"
     url: str | None = None
     secret: SecretStr | None = None
     timeout_s: float = Field(5.0, gt=0)
+    access_key_id: str | None = None
+    access_key_secret: SecretStr | None = None
+    sign_name: str | None = None
+    template_code: str | None = None
+    template_params: dict[str, str] = {"content": "text"}
+    sdk_app_id: str | None = None
+    region: str | None = None  # default: cn-hangzhou (aliyun), ap-guangzhou (tencent)
+    endpoint: str | None = None
+    receipt_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _provider_keys(self) -> SmsSettings:
+        if self.provider != "webhook":
+            need = ["access_key_id", "access_key_secret", "sign_name", "template_code"]
+            if self.provider == "tencent":
+                need.append("sdk_app_id")
+            missing = [k for k in need if getattr(self, k) in (None, "")]
+            if missing:
+                raise ValueError(f"key {missing[0]!r}: required when provider = {self.provider!r}")
+        return self
 
 
 class GatewayDevice(_Section):
