@@ -107,9 +107,12 @@ class DeviceInfo:
     gateway_id: str | None
     rules: tuple[Rule, ...]
     counts_days: bool = field(init=False, default=False)  # a completeness rule counts its readings
+    reading_rules: tuple[Rule, ...] = field(init=False, default=())  # judged per reading (not per day)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "counts_days", any(r.type is RuleType.COMPLETENESS for r in self.rules))
+        object.__setattr__(self, "reading_rules",
+                           tuple(r for r in self.rules if r.type is not RuleType.COMPLETENESS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,8 +431,27 @@ class _Step:
                 day = _local_day(ts)
                 days[day] = days.get(day, 0) + 1
         alerts = self.state.alerts
-        for rule in dev.rules:
-            if rule.type is _RANGE:
+        faulty: bool | None = None  # any metric flagged D or B (worked out when first needed)
+        for rule in dev.reading_rules:
+            kind = rule.type
+            if kind is _DATA_INTERRUPTION:
+                if (dev.site_id, dev.device_id, rule.id) not in alerts:
+                    continue  # a reading only ever resolves an open interruption
+            elif kind is _DEVICE_FAULT:
+                if faulty is None:
+                    faulty = any(m.flag in _FAULT_FLAGS for m in metrics.values())
+                if not faulty and (dev.site_id, dev.device_id, rule.id) not in alerts:
+                    continue
+            elif kind in _STATE_BAD:
+                # Another hot path: a 0/1 state (door, mains, equipment) that is fine, nothing open.
+                state = metrics.get(_METRIC.get(kind) or rule.metric)  # type: ignore[arg-type]
+                if state is None or state.flag is not _NORMAL or state.value is None:
+                    continue
+                if (state.value >= 0.5) is not _STATE_BAD[kind] and (
+                    (dev.site_id, dev.device_id, rule.id) not in alerts
+                ):
+                    continue
+            elif kind is _RANGE:
                 # The hot path, inlined: a normal value inside the band with no alert open.
                 metric = metrics.get(rule.metric)  # type: ignore[arg-type]
                 if metric is None or metric.flag is not _NORMAL or metric.value is None:
@@ -649,6 +671,9 @@ class _Step:
 
 _METRIC: Final = {RuleType.DOOR_OPEN: "door_open", RuleType.POWER_LOST: "power_ok"}
 _CUMULATIVE_MAX_STEP: Final = timedelta(minutes=30)
+# 0/1 state rules: whether a value of 1 (>= 0.5) is the bad state.
+_STATE_BAD: Final = {RuleType.DOOR_OPEN: True, RuleType.POWER_LOST: False, RuleType.EQUIPMENT_OFF: False}
+_EIGHT_HOURS: Final = timedelta(hours=8)
 _LOCAL_TZ: Final = timezone(timedelta(hours=8))  # days of a completeness rule are China's days
 
 
@@ -657,6 +682,9 @@ def _total(spans: list[tuple[datetime, datetime]]) -> timedelta:
 
 
 def _local_day(at: datetime) -> date:
+    offset = at.utcoffset()
+    if not offset:  # UTC (the usual case): no time-zone conversion needed
+        return (at + _EIGHT_HOURS).date()
     return at.astimezone(_LOCAL_TZ).date()
 
 

@@ -35,6 +35,7 @@ async def test_without_the_internals_ingest_warns_and_stores_every_reading_once(
     tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
     registry: Registry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    monkeypatch.delenv("WEIJIAN_INGEST__FAST_PATH", raising=False)  # the environment would win
     monkeypatch.setattr(receive, "FAST_PATH_NEEDS", (*receive.FAST_PATH_NEEDS, ("client", "_gone")))
     monkeypatch.setattr(receive, "_fast_path_checked", False)
     settings = make_settings(tmp_path, mosquitto, influxd, influx_db, topic_root, fast_path=True)
@@ -54,7 +55,9 @@ async def test_without_the_internals_ingest_warns_and_stores_every_reading_once(
 
 async def test_fast_path_false_turns_it_off(
     tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str, registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("WEIJIAN_INGEST__FAST_PATH", raising=False)  # the environment would win
     settings = make_settings(tmp_path, mosquitto, influxd, influx_db, topic_root, fast_path=False)
     async with running(settings, registry) as service:
         assert not any(i.fast_path for i in service.intakes.values())
