@@ -52,7 +52,8 @@ def config(n: int, *, new_types: bool) -> EngineConfig:
         rules = tuple(r.model_copy(update={"enabled": True}) for r in packs[kind].rules
                       if (new_types or r.type not in NEW_TYPES)
                       and (r.metric is None or r.metric in METRICS[kind])
-                      and r.applies_to.water_point in (None, "tap") and r.applies_to.small_supply in (None, False)
+                      and r.applies_to.water_point in (None, "tap")
+                      and r.applies_to.small_supply in (None, False)
                       and r.applies_to.storage in (None, "refrigerated"))
         devices[(f"site-{i}", "dev-1")] = DeviceInfo(f"site-{i}", "dev-1", kind, "d1", f"gw-{i // 20}", rules)
     return EngineConfig(devices=devices)
@@ -103,7 +104,8 @@ def main() -> None:
     parser.add_argument("--devices", default="12,1000,10000")
     parser.add_argument("--minutes", type=int, default=60)
     args = parser.parse_args()
-    print("| devices | rule types | readings | readings/s (step, ticks included) | engine state after a quarter of the run |")
+    print("| devices | rule types | readings | readings/s (step, ticks included) "
+          "| engine state after a quarter of the run |")
     print("| --- | --- | --- | --- | --- |")
     for n in (int(x) for x in args.devices.split(",")):
         minutes = max(3, args.minutes * 1000 // max(n, 1000)) if n >= 1000 else args.minutes * 10

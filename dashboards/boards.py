@@ -236,7 +236,27 @@ def kind_dashboard(kind: Kind, pack: RulePack | None, options: BoardOptions) -> 
                 [InfluxQL("A", influxql.kind_metric_series(kind, metric), alias=_SITE_DEVICE)],
                 influx_ref(), grafana_unit(unit),
             ))
+    if kind is Kind.COLD_CHAIN:
+        board = board.with_panel(_fridge_tag_panel(options))
     return board.build()
+
+
+def _fridge_tag_panel(options: BoardOptions) -> Any:
+    """Per day and fridge: lowest, highest, hours above 8 °C and below 2 °C (Fridge-tag style)."""
+    interval = options.expected_interval_s
+    kind = Kind.COLD_CHAIN
+    targets = [
+        InfluxQL("A", influxql.daily_summary(kind, "temperature"), "table"),
+        InfluxQL("B", influxql.daily_summary(kind, "temperature", '"temperature" > 8', interval, "above_h"),
+                 "table"),
+        InfluxQL("C", influxql.daily_summary(kind, "temperature", '"temperature" < 2', interval, "below_h"),
+                 "table"),
+    ]
+    return table_panel("每日温度摘要（最低、最高、超出2–8℃时长）", targets, influx_ref(), [
+        DataTransformerConfig(id_val="merge", options={}),
+        rename({"Time": "日期", "site_id": "站点", "device_id": "设备", "min": "最低(℃)", "max": "最高(℃)",
+                "above_h": "高于8℃(小时)", "below_h": "低于2℃(小时)"}),
+    ]).span(24).decimals(1)
 
 
 def site_drilldown() -> Dashboard:

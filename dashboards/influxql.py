@@ -115,6 +115,23 @@ def completeness_by_district(kind: Kind, expected_interval_s: float) -> str:
     )
 
 
+def daily_summary(kind: Kind, metric: str, where: str = "", expected_interval_s: float = 60.0,
+                  name: str = "") -> str:
+    """Per China day (UTC+8) and device: min and max of ``metric``, or hours matching ``where``.
+
+    The Fridge-tag style daily view cold-chain staff read: the day's lowest and highest
+    temperature and how long it was out of 2-8 °C. Hours are the matching readings times the
+    expected reporting interval (each reading stands for one interval), so a device that
+    reports every minute gives the time to the minute.
+    """
+    base = (f'FROM "{kind.value}" WHERE "district" =~ /^$district$/ AND "site_id" =~ /^$site$/ '
+            f"{'AND ' + where + ' ' if where else ''}AND $timeFilter "
+            f'GROUP BY time(1d, -8h), "site_id", "device_id"')
+    if where:
+        return f'SELECT count("{metric}") * {expected_interval_s:g} / 3600 AS "{name}" {base}'
+    return f'SELECT min("{metric}") AS "min", max("{metric}") AS "max" {base}'
+
+
 def kind_metric_series(kind: Kind, metric: str) -> str:
     """One metric of one kind, per site and device, for the kind's dashboard."""
     return (

@@ -4,7 +4,7 @@ on PostgreSQL. A renamed field, metric or alias leaves a panel without its rows 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -115,6 +115,8 @@ def test_every_panel_of_a_kind_dashboard_draws_its_metric(
     }
     drawn = set()
     for panel in _all_panels(board):
+        if panel["type"] == "table":
+            continue  # the cold chain's daily summary: its own test below
         (target,) = panel["targets"]
         metric = target["query"].split('"')[1]
         assert metric in CATALOGUE[kind]
@@ -195,3 +197,48 @@ def test_every_influx_target_on_every_board_runs(
                 _run(filled_influx, target["query"], variables)  # raises on an InfluxQL error
                 count += 1
     assert count >= 40
+
+
+def test_the_cold_chain_daily_summary_gives_each_fridges_day_min_max_and_hours_out_of_range(
+    filled_influx: FilledInflux, boards: list[dict[str, Any]], registry: Registry
+) -> None:
+    board = _board(boards, "weijian-cold-chain")
+    (panel,) = [p for p in _all_panels(board) if p["type"] == "table"]
+    assert "每日温度摘要" in panel["title"]
+    variables = {"district": sorted(registry.districts),
+                 "site": sorted(s.id for s in registry.sites.values() if s.kind is Kind.COLD_CHAIN)}
+    by_ref = {t["refId"]: _run(filled_influx, t["query"], variables) for t in panel["targets"]}
+    # The raw readings, judged here in Python: China days, > 8 and < 2 degC.
+    raw = filled_influx.influx.query(
+        substitute('SELECT "temperature" FROM "cold_chain" WHERE $timeFilter GROUP BY "site_id", "device_id"',
+                   _range(filled_influx), variables), filled_influx.database)
+    interval = float(panel["targets"][1]["query"].split("* ")[1].split(" /")[0])
+    china = timezone(timedelta(hours=8))
+    expect: dict[tuple[str, str, str], list[float]] = {}
+    for series in raw:
+        key = (series["tags"]["site_id"], series["tags"]["device_id"])
+        for ts, value in series["values"]:
+            if value is None:
+                continue
+            day = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(china).date().isoformat()
+            expect.setdefault((*key, day), []).append(value)
+    assert expect, "the simulated day has cold-chain readings"
+
+    def rows(ref: str) -> dict[tuple[str, str, str], list[Any]]:
+        out = {}
+        for series in by_ref[ref]:
+            for row in series["values"]:
+                day = datetime.fromisoformat(row[0].replace("Z", "+00:00")).astimezone(china)
+                assert (day.hour, day.minute) == (0, 0)  # days begin at midnight in China
+                tags = series["tags"]
+                out[(tags["site_id"], tags["device_id"], day.date().isoformat())] = row[1:]
+        return out
+
+    minmax, above, below = rows("A"), rows("B"), rows("C")
+    for key, values in expect.items():
+        assert minmax[key] == [min(values), max(values)], key
+        hot = sum(1 for v in values if v > 8) * interval / 3600
+        cold = sum(1 for v in values if v < 2) * interval / 3600
+        assert pytest.approx(hot) == ((above.get(key) or [0])[0] or 0), key
+        assert pytest.approx(cold) == ((below.get(key) or [0])[0] or 0), key
+    assert any(sum(1 for v in vs if v > 8) for vs in expect.values()), "the demo day has an excursion above 8"
