@@ -19,7 +19,7 @@ from typing import Any
 
 from dashboards.provisioning import datasources
 from weijian.config import Settings
-from weijian.errors import PushFailed
+from weijian.errors import PushFailed, UsageError
 
 __all__ = ["PushFailed", "PushReport", "push"]
 
@@ -68,8 +68,8 @@ def push(settings: Settings, boards: Sequence[dict[str, Any]]) -> PushReport:
     """
     try:
         from grafana_client.client import GrafanaException
-    except ImportError as exc:
-        raise PushFailed(
+    except ImportError as exc:  # exit 2: something to install, not a Grafana failure
+        raise UsageError(
             "weijian dashboards push needs the grafana extra (grafana-client is not installed): "
             "pip install 'weijian[grafana]'"
         ) from exc
