@@ -138,12 +138,15 @@ def test_scenario_through_the_pipeline(scenario: str, tmp_path: Path) -> None:
     assert {t["alert_id"] for t in run.tasks} == {a["alert_id"] for a in alerts}
     assert all(t["title"].startswith("巡查核查：") and t["status"] == "open" for t in run.tasks)
 
-    # One firing SMS per alert, to the unit's handler (escalation level 1) ...
+    # One firing SMS per alert to each level-1 person: the unit's handler and its alarm contacts
+    # (a message grouping several alerts of one cause counts for each of them) ...
     registry = load_registry(run.workdir.parent / f"{scenario}-registry.toml")
-    handler = {a["alert_id"]: registry.units[registry.sites[a["site_id"]].unit].handler.phone
-               for a in alerts}
-    firing = Counter((m["alert_id"], m["to"]) for m in run.sms if m["reason"] == "firing")
-    assert firing == Counter(handler.items()), (firing, handler)
+    level1 = {a["alert_id"]: registry.units[registry.sites[a["site_id"]].unit].first_level_phones
+              for a in alerts}
+    handler = {alert_id: phones[0] for alert_id, phones in level1.items()}
+    firing = Counter((alert_id, m["to"]) for m in run.sms if m["reason"] == "firing"
+                     for alert_id in (m.get("alert_ids") or [m["alert_id"]]))
+    assert firing == Counter((a, p) for a, phones in level1.items() for p in phones), (firing, level1)
     # ... and nobody told twice about one alert inside the repeat interval (a task's SLA
     # running out is another message: task_overdue).
     told: dict[tuple[str, str], list[datetime]] = {}
