@@ -15,6 +15,7 @@ from enum import IntEnum
 from typing import Final
 
 from firmware_sim.registers import RegisterImage
+from weijian.crc16 import TABLE_A001
 from weijian.device_profile import MAX_READ_BITS, MAX_READ_REGISTERS, Table
 
 __all__ = ["ExceptionCode", "answer", "crc16", "exception_pdu", "rtu_frame", "rtu_request_length"]
@@ -66,17 +67,7 @@ def answer(image: RegisterImage, pdu: bytes) -> bytes:
     return bytes((fc, 2 * count)) + struct.pack(f">{count}H", *values)
 
 
-def _crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC_TABLE: Final = _crc_table()
+_CRC_TABLE: Final = TABLE_A001
 
 
 def crc16(data: bytes) -> int:

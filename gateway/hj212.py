@@ -35,6 +35,8 @@ from enum import IntEnum
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from weijian.crc16 import TABLE_A001
+
 __all__ = [
     "Edition",
     "Frame",
@@ -58,17 +60,7 @@ MAX_SEGMENT = 9999  # four decimal digits; the standard's own bound is 1024 (spl
 _CHINA = timezone(timedelta(hours=8))
 
 
-def _table() -> list[int]:
-    out = []
-    for i in range(256):
-        r = i
-        for _ in range(8):
-            r = (r >> 1) ^ 0xA001 if r & 1 else r >> 1
-        out.append(r)
-    return out
-
-
-_T = _table()
+_T = TABLE_A001
 
 
 def crc(data: bytes) -> int:
@@ -243,7 +235,15 @@ class Packet:
         return (self.mn, self.qn, self.cn, self.pno)
 
 
-_HEADER_KEYS = ("QN", "ST", "CN", "PW", "MN", "Flag", "PNUM", "PNO", "RF")
+def _pairs(parts: list[str], where: str) -> Iterator[tuple[str, str]]:
+    """``NAME=value`` fields (empty ones skipped)."""
+    for part in parts:
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"{where} field {part!r} is not NAME=value")
+        yield name, value
 
 
 def parse_packet(segment: bytes) -> Packet:
@@ -257,14 +257,7 @@ def parse_packet(segment: bytes) -> Packet:
     if cp_at < 0 or not text.endswith("&&") or len(text) < cp_at + 7:
         raise ValueError("no CP=&&...&& data area")
     head, cp = text[:cp_at], text[cp_at + 5 : -2]
-    fields: dict[str, str] = {}
-    for part in head.split(";"):
-        if not part:
-            continue
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise ValueError(f"header field {part!r} is not NAME=value")
-        fields[name] = value
+    fields = dict(_pairs(head.split(";"), "header"))
     lenient = []
     if "QN" not in fields:
         lenient.append("no_qn")
@@ -307,12 +300,7 @@ def parse_cp(cp: str) -> CpData:
     """Parse ``DataTime=..;code-Rtd=v,code-Flag=N;...`` (items by ``;``, values by ``,``)."""
     out = CpData()
     for item in cp.split(";"):
-        for part in item.split(","):
-            if not part:
-                continue
-            name, sep, value = part.partition("=")
-            if not sep:
-                raise ValueError(f"CP field {part!r} is not NAME=value")
+        for name, value in _pairs(item.split(","), "CP"):
             m = _FACTOR.match(name)
             if m:
                 out.factors.setdefault(m.group(1), {})[m.group(2)] = value
