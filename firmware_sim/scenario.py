@@ -215,6 +215,10 @@ def _check_devices(raw: _ScenarioFile, problems: list[str], base: Path) -> dict[
         except ProfileError as exc:
             problems.append(f"{where}.profile': {exc}")
             continue
+        if not profile.registers:
+            problems.append(f"{where}.profile': {d.profile!r} has no Modbus registers "
+                            "(an HJ 212-only instrument)")
+            continue
         profiles[d.key] = profile
         try:
             coerce_params(profile.kind, d.params)

@@ -8,7 +8,8 @@ import logging
 import signal
 from typing import Any
 
-from gateway.service import DevicePlan, plan_devices, run_gateway
+from gateway.hj212_listener import LoggerTarget
+from gateway.service import DevicePlan, plan_devices, plan_loggers, run_gateway
 from weijian.cli import add_config_argument, settings_and_registry
 from weijian.clock import Clock
 from weijian.config import Settings
@@ -42,19 +43,20 @@ def _run(args: argparse.Namespace) -> int:
     settings, registry = settings_and_registry(args)
     try:
         plans = plan_devices(settings, registry)
+        loggers = plan_loggers(settings, registry)
     except ConfigError as exc:
         raise ConfigError(f"{args.config}: {exc}") from exc
     try:
-        asyncio.run(_serve(settings, plans))
+        asyncio.run(_serve(settings, plans, loggers))
     except ConfigError as exc:
         raise ConfigError(f"{args.config}: {exc}") from exc
     return 0
 
 
-async def _serve(settings: Settings, plans: list[DevicePlan]) -> None:
+async def _serve(settings: Settings, plans: list[DevicePlan], loggers: dict[str, LoggerTarget]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # [clock]: wall time, or the replayed time every process of a demo replay shares.
-    await run_gateway(settings, plans, stop, now=Clock(settings.clock).now)
+    await run_gateway(settings, plans, stop, now=Clock(settings.clock).now, loggers=loggers)

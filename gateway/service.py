@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from gateway.acquire import DeviceTarget, ModbusLink, Poller, SerialFormat
 from gateway.decode import plan_device
+from gateway.hj212_listener import Hj212Listener, LoggerTarget
 from gateway.metrics import GatewayCollector, gateway_registry
 from gateway.publish import Publisher
 from gateway.spool import Sample, Spool
@@ -28,7 +29,7 @@ from weijian.errors import ConfigError
 from weijian.registry import Registry
 from weijian.status_http import StatusServer
 
-__all__ = ["DevicePlan", "SpoolWriter", "plan_devices", "run_gateway"]
+__all__ = ["DevicePlan", "SpoolWriter", "plan_devices", "plan_loggers", "run_gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,8 @@ def plan_devices(settings: Settings, registry: Registry) -> list[DevicePlan]:
     gw = settings.gateway
     if gw.id is None:
         raise ConfigError("key 'gateway.id': required (the gateway's id in the site registry)")
-    if not gw.devices:
-        raise ConfigError("key 'gateway.devices': no devices configured")
+    if not gw.devices and not gw.hj212.loggers:
+        raise ConfigError("key 'gateway.devices': no devices configured (nor HJ 212 loggers)")
     plans: list[DevicePlan] = []
     seen: set[tuple[str, str]] = set()
     for i, d in enumerate(gw.devices):
@@ -116,6 +117,33 @@ def plan_devices(settings: Settings, registry: Registry) -> list[DevicePlan]:
         plans.append(DevicePlan(target, d, i))
     check_lines(plans)
     return plans
+
+
+def plan_loggers(settings: Settings, registry: Registry) -> dict[str, LoggerTarget]:
+    """The HJ 212 loggers by MN, checked against the registry like the Modbus devices.
+
+    Raises:
+        ConfigError: a logger twice, a device not in the registry or not served by this
+            gateway, or a profile without an ``[hj212.factors]`` table.
+    """
+    gw = settings.gateway
+    out: dict[str, LoggerTarget] = {}
+    for i, c in enumerate(gw.hj212.loggers):
+        where = f"key 'gateway.hj212.loggers[{i}]' (MN {c.mn}, {c.site_id}/{c.device_id})"
+        if c.mn in out:
+            raise ConfigError(f"{where}: MN configured twice")
+        device = registry.device(c.site_id, c.device_id)
+        if device is None:
+            raise ConfigError(f"{where}: not in the site registry {registry.path}")
+        if registry.gateway_of(c.site_id, c.device_id) != gw.id:
+            raise ConfigError(f"{where}: the site registry says it is served by "
+                              f"{registry.gateway_of(c.site_id, c.device_id)!r}, not {gw.id!r}")
+        profile = load_profile(device.profile, registry.path.parent)
+        if profile.hj212 is None:
+            raise ConfigError(f"{where}: profile {device.profile!r} has no [hj212.factors] table")
+        kind = device.kind or registry.sites[c.site_id].kind
+        out[c.mn] = LoggerTarget(c, kind, profile, device.metrics)
+    return out
 
 
 def check_lines(plans: list[DevicePlan]) -> None:
@@ -192,6 +220,7 @@ async def run_gateway(
     stop: asyncio.Event,
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    loggers: dict[str, LoggerTarget] | None = None,
 ) -> None:
     """Run the gateway until ``stop`` is set, then shut down in order.
 
@@ -200,6 +229,8 @@ async def run_gateway(
         plans: from :func:`plan_devices`.
         stop: set by the SIGTERM/SIGINT handler (or a test).
         now: the sampling clock for ``timestamp = "gateway"``.
+        loggers: from :func:`plan_loggers`: the HJ 212 data loggers the ``[gateway.hj212]``
+            listener takes packets from, when ``listen_port`` is set.
 
     Raises:
         SpoolError: the spool cannot be opened or written.
@@ -223,6 +254,9 @@ async def run_gateway(
     writer = SpoolWriter(spool, publisher.notify_new_rows)
     changed = asyncio.Event()
     targets = {p.target.key: p.target for p in plans}
+    listener = None
+    if gw.hj212.listen_port is not None:
+        listener = Hj212Listener(gw.hj212, loggers or {}, writer.put)
     server = None
     if gw.metrics_port is not None:
         collector = GatewayCollector(
@@ -291,6 +325,8 @@ async def run_gateway(
         )))
 
     await publisher.start()
+    if listener is not None:
+        await listener.start()
     try:
         async with asyncio.TaskGroup() as tg:
             poll_tasks = [tg.create_task(p.run(), name=f"poll-{key}") for key, p in pollers]
@@ -300,7 +336,9 @@ async def run_gateway(
             status_task = tg.create_task(report_status(), name="status")
             await stop.wait()
             log.info("gateway.stopping", extra={"gateway_id": gateway_id})
-            for task in poll_tasks:  # 1. take no new samples
+            if listener is not None:  # 1. take no new samples
+                await listener.close()
+            for task in poll_tasks:
                 task.cancel()
             writer.close()  # 2. commit what was polled
             await writer_task

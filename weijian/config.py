@@ -197,6 +197,34 @@ class GatewayDevice(_Section):
         return self
 
 
+class Hj212Logger(_Section):
+    """``[[gateway.hj212.loggers]]``: one HJ 212 data logger (数采仪) and the device it speaks for."""
+
+    mn: str = Field(min_length=1, max_length=64)  # the logger's MN (24 hex characters in 2025)
+    password: SecretStr  # PW, at most 6 characters per HJ 212
+    site_id: Identifier
+    device_id: Identifier
+    key: SecretStr | None = None  # SM4 key, 32 hex characters (HJ 212-2025 §6.4), if it encrypts
+
+    @field_validator("key")
+    @classmethod
+    def _hex_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value()
+            if len(text) != 32 or any(c not in "0123456789abcdefABCDEF" for c in text):
+                raise ValueError("must be 32 hex characters (a 16-byte SM4 key)")
+        return value
+
+
+class Hj212Settings(_Section):
+    """``[gateway.hj212]``: a TCP listener for HJ 212 data loggers (docs/hj212.md)."""
+
+    listen_host: str = "0.0.0.0"
+    listen_port: int | None = Field(None, ge=0, le=65535)  # None: no listener
+    loggers: list[Hj212Logger] = []
+    idle_timeout_s: float = Field(300.0, gt=0)  # a connection silent this long is closed
+
+
 class SpoolSettings(_Section):
     """The gateway's on-disk queue (SQLite, WAL mode); see docs/gateway.md for guarantees."""
 
@@ -222,6 +250,7 @@ class GatewaySettings(_Section):
     metrics_host: str = "127.0.0.1"
     metrics_port: MetricsPort = 9109
     devices: list[GatewayDevice] = []
+    hj212: Hj212Settings = Hj212Settings()
 
 
 class GrafanaSettings(_Section):

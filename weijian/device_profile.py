@@ -215,6 +215,17 @@ class ClockBlock(_Model):
         return Table.HOLDING
 
 
+class Hj212Map(_Model):
+    """How an HJ 212 data logger names this instrument's metrics: factor code -> metric.
+
+    HJ 212-2017 Table B.1 has codes for pH (``w01001``), water temperature (``w01010``) and
+    conductivity (``w01014``); turbidity is commonly ``w01003``; free and total chlorine, ORP
+    and the rest have no standard code, so the vendor's own codes go here.
+    """
+
+    factors: dict[str, str] = Field(min_length=1)
+
+
 class DeviceProfile(_Model):
     """One instrument model's register map.
 
@@ -224,9 +235,10 @@ class DeviceProfile(_Model):
         kind: the monitored kind whose metrics it measures.
         default_unit_id: the Modbus unit id as shipped (1-247).
         description: free text.
-        registers: metric name -> where and how it is held.
+        registers: metric name -> where and how it is held (empty for an HJ 212-only instrument).
         status: the status/fault register, if the model has one.
         clock: the real-time clock block, if the model has one.
+        hj212: factor code -> metric, for an instrument read through an HJ 212 data logger.
     """
 
     model: str = Field(min_length=1, max_length=64)
@@ -234,12 +246,21 @@ class DeviceProfile(_Model):
     kind: Kind
     default_unit_id: int = Field(1, ge=1, le=247)
     description: str = ""
-    registers: dict[str, RegisterSpec] = Field(min_length=1)
+    registers: dict[str, RegisterSpec] = {}
     status: StatusRegister | None = None
     clock: ClockBlock | None = None
+    hj212: Hj212Map | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceProfile:
+        if not self.registers and self.hj212 is None:
+            raise ValueError("registers: a profile maps its metrics to registers, to HJ 212 factors, or both")
+        if self.hj212 is not None:
+            for code, metric in self.hj212.factors.items():
+                if metric not in CATALOGUE[self.kind]:
+                    raise ValueError(
+                        f"hj212.factors.{code}: '{metric}' is not a metric of kind {self.kind.value}"
+                    )
         for metric, spec in self.registers.items():
             unit = CATALOGUE[self.kind].get(metric)
             if unit is None:

@@ -346,7 +346,8 @@ def _check_profile(
     if profile.kind is not site.kind:
         return [f"{where}: key 'profile': {dev.profile!r} is a {profile.kind.value} instrument, "
                 f"the site is {site.kind.value}"]
-    missing = [m for m in dev.metrics if m in CATALOGUE[site.kind] and m not in profile.registers]
+    measured = set(profile.registers) | set(profile.hj212.factors.values() if profile.hj212 else ())
+    missing = [m for m in dev.metrics if m in CATALOGUE[site.kind] and m not in measured]
     if missing:
         return [f"{where}: key 'metrics': profile {dev.profile!r} does not measure "
                 f"{', '.join(missing)}"]

@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_sim.scenario import Transport
 from firmware_sim.service import Endpoint, Simulation
-from gateway.service import plan_devices, run_gateway
+from gateway.service import plan_devices, plan_loggers, run_gateway
 from weijian.config import Settings
 from weijian.demo.local_services import Broker
 from weijian.registry import load_registry
@@ -137,9 +137,11 @@ def toml_dump(data: dict[str, Any]) -> str:
 async def running_gateway(data: dict[str, Any]):  # type: ignore[no-untyped-def]
     """Run the gateway in-process until the block exits (then SIGTERM-style stop)."""
     settings = Settings(**data)
-    plans = plan_devices(settings, load_registry(settings.registry.path))
+    registry = load_registry(settings.registry.path)
+    plans = plan_devices(settings, registry)
+    loggers = plan_loggers(settings, registry)
     stop = asyncio.Event()
-    task = asyncio.create_task(run_gateway(settings, plans, stop), name="gateway-under-test")
+    task = asyncio.create_task(run_gateway(settings, plans, stop, loggers=loggers), name="gateway-under-test")
     try:
         yield task
     finally:

@@ -11,7 +11,7 @@ from gateway.decode import decode_sample, plan_device
 from weijian.contract import Flag
 from weijian.device_profile import DataType, StatusBit, list_profiles, load_profile
 
-PROFILES = {name: load_profile(name) for name in list_profiles()}
+PROFILES = {name: p for name in list_profiles() if (p := load_profile(name)).registers}  # Modbus ones
 
 
 def value_strategy(profile_name: str, metric: str) -> st.SearchStrategy[float]:
