@@ -85,6 +85,7 @@ class Frame:
 
     segment: bytes
     lenient: tuple[str, ...] = ()
+    raw: bytes = b""  # the packet as it came (``##`` to CR LF, encrypted if it was)
 
 
 @dataclass(frozen=True)
@@ -169,13 +170,15 @@ class FrameReader:
             return FrameError("bad_crc", b"", segment)
         tail = bytes(buf[end : end + 2])
         if tail == b"\r\n":
+            raw = bytes(buf[: end + 2])
             del buf[: end + 2]
         else:
             if tail and tail != b"\r":
                 lenient.append("no_crlf")  # the next bytes are not CR LF (a CR LF arriving later is skipped)
+            raw = bytes(buf[:end])
             del buf[:end]
         self.leniency.update(lenient)
-        return Frame(segment, tuple(lenient))
+        return Frame(segment, tuple(lenient), raw)
 
     def _decrypted(self, segment: bytes) -> bytes | None:
         """The segment with its CP decrypted, if its MN has a key and the CP is encrypted."""

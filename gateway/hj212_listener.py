@@ -62,10 +62,12 @@ class Hj212Listener:
     """The TCP server; :meth:`start` binds, :meth:`close` stops it and its connections."""
 
     def __init__(self, settings: Hj212Settings, loggers: dict[str, LoggerTarget],
-                 put: Callable[[Sample], None]) -> None:
+                 put: Callable[[Sample], None], forward: Callable[[bytes], None] | None = None) -> None:
         self.settings = settings
         self.loggers = loggers
         self.put = put
+        self.forward = forward  # every accepted packet, unchanged, to the upstream queues
+        self._forwarded: OrderedDict[tuple[str, str | None, str, int | None], None] = OrderedDict()
         self.refused: Counter[str] = Counter()
         self.stored = 0
         self.duplicates = 0
@@ -158,6 +160,11 @@ class Hj212Listener:
         if packet.pw != target.config.password.get_secret_value():
             self._refuse("wrong_password", None, packet)
             return hj212.request_reply(packet, _QNRTN_PW)
+        if self.forward is not None and packet.key not in self._forwarded:  # a retry is not sent on twice
+            self._forwarded[packet.key] = None
+            if len(self._forwarded) > _SEEN:
+                self._forwarded.popitem(last=False)
+            self.forward(item.raw)
         if packet.cn == "9015":
             return hj212.notification_reply(packet)
         if packet.cn not in _VALUE_SUFFIX:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from gateway.acquire import DeviceTarget, ModbusLink, Poller, SerialFormat
 from gateway.decode import plan_device
+from gateway.hj212_forward import Forwarder, ForwardQueue
 from gateway.hj212_listener import Hj212Listener, LoggerTarget
 from gateway.metrics import GatewayCollector, gateway_registry
 from gateway.publish import Publisher
@@ -255,8 +256,18 @@ async def run_gateway(
     changed = asyncio.Event()
     targets = {p.target.key: p.target for p in plans}
     listener = None
+    # One durable queue per upstream, beside the spool: <spool>.hj212-<name>.sqlite
+    forwarders = [
+        Forwarder(u, ForwardQueue(gw.spool.path.with_name(f"{gw.spool.path.name}.hj212-{u.name}.sqlite")))
+        for u in (gw.hj212.upstreams if gw.hj212.listen_port is not None else [])
+    ]
+
+    def forward(raw: bytes) -> None:
+        for f in forwarders:
+            f.put(raw)
+
     if gw.hj212.listen_port is not None:
-        listener = Hj212Listener(gw.hj212, loggers or {}, writer.put)
+        listener = Hj212Listener(gw.hj212, loggers or {}, writer.put, forward if forwarders else None)
     server = None
     if gw.metrics_port is not None:
         collector = GatewayCollector(
@@ -334,10 +345,18 @@ async def run_gateway(
             send_task = tg.create_task(publisher.send(), name="mqtt-send")
             acks_task = tg.create_task(publisher.collect_acks(), name="mqtt-acks")
             status_task = tg.create_task(report_status(), name="status")
+            forward_tasks = [t for f in forwarders for t in (
+                tg.create_task(f.run(), name=f"hj212-forward-{f.upstream.name}"),
+                tg.create_task(f.commit(), name=f"hj212-queue-{f.upstream.name}"),
+            )]
             await stop.wait()
             log.info("gateway.stopping", extra={"gateway_id": gateway_id})
             if listener is not None:  # 1. take no new samples
                 await listener.close()
+            for f in forwarders:  # what was accepted is queued for the upstreams
+                await f.flush()
+            for task in forward_tasks:
+                task.cancel()
             for task in poll_tasks:
                 task.cancel()
             writer.close()  # 2. commit what was polled
@@ -358,4 +377,6 @@ async def run_gateway(
             await asyncio.to_thread(server.close)
         left = (await asyncio.to_thread(spool.stats)).depth
         await asyncio.to_thread(spool.close)
+        for f in forwarders:
+            f.queue.close()
         log.info("gateway.stopped", extra={"gateway_id": gateway_id, "queued": left})

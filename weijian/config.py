@@ -216,12 +216,22 @@ class Hj212Logger(_Section):
         return value
 
 
+class Hj212Upstream(_Section):
+    """``[[gateway.hj212.upstreams]]``: a platform the loggers' packets are forwarded to, unchanged."""
+
+    name: Identifier
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    timeout_s: float = Field(10.0, gt=0)  # HJ 212 Table 1's default answer timeout
+
+
 class Hj212Settings(_Section):
     """``[gateway.hj212]``: a TCP listener for HJ 212 data loggers (docs/hj212.md)."""
 
     listen_host: str = "0.0.0.0"
     listen_port: int | None = Field(None, ge=0, le=65535)  # None: no listener
     loggers: list[Hj212Logger] = []
+    upstreams: list[Hj212Upstream] = []
     idle_timeout_s: float = Field(300.0, gt=0)  # a connection silent this long is closed
 
 

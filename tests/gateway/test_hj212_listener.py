@@ -132,3 +132,85 @@ async def test_loggers_data_is_stored_once_answered_and_refusals_are_answered_an
     assert sealed_reading["metrics"]["ph"]["value"] == 6.9
     assert datetime.fromisoformat(sealed_reading["ts"].replace("Z", "+00:00")) < datetime.now(UTC)  # backlog
     assert len(readings) == 3  # nothing refused was stored
+
+
+class Upstream:
+    """A platform that records what it gets and answers 9014 (when it is up)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.packets: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frames = hj212.FrameReader()
+        try:
+            while data := await reader.read(65536):
+                for item in frames.feed(data):
+                    assert isinstance(item, hj212.Frame)
+                    self.packets.append(item.raw)
+                    packet = hj212.parse_packet(item.segment)
+                    if packet.wants_reply:
+                        writer.write(hj212.data_reply(packet))
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+async def test_forwarding_to_two_upstreams_one_down_a_while_both_end_with_every_packet_in_order(
+    tmp_path, mosquitto, topic_root, hj_registry
+):
+    port = free_port()
+    up_a, up_b = Upstream(free_port()), Upstream(free_port())
+    await up_a.start()  # B is down at first
+    data = gateway_data(tmp_path, mosquitto, topic_root, hj_registry, [], hj212={
+        "listen_host": "127.0.0.1", "listen_port": port,
+        "loggers": [{"mn": PLAIN_MN, "password": "123456", "site_id": "yc-water-001", "device_id": "wq-01"}],
+        "upstreams": [{"name": "county", "host": "127.0.0.1", "port": up_a.port, "timeout_s": 2},
+                      {"name": "province", "host": "127.0.0.1", "port": up_b.port, "timeout_s": 2}],
+    })
+    sent = [upload(PLAIN_MN, f"2026112208{m:02d}00001", {"w01001": (7.0 + m / 100, "N")},
+                   data_time=f"2026112208{m:02d}00") for m in range(40)]
+    try:
+        async with running_gateway(data):
+            for _ in range(50):
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    break
+                except ConnectionRefusedError:
+                    await asyncio.sleep(0.1)
+            frames = hj212.FrameReader()
+
+            async def send(packet: bytes) -> None:  # as a logger does: wait for the 9014
+                writer.write(packet)
+                await writer.drain()
+                async with asyncio.timeout(5):
+                    while not [f for f in frames.feed(await reader.read(4096)) if isinstance(f, hj212.Frame)]:
+                        pass
+
+            for n, packet in enumerate(sent):
+                if n == 20:
+                    await up_b.start()  # the province comes back mid-stream
+                await send(packet)
+                if n == 5:
+                    await send(packet)  # a logger's retry of the same QN: not forwarded twice
+            writer.close()
+            async with asyncio.timeout(30):
+                while len(up_a.packets) < len(sent) or len(up_b.packets) < len(sent):  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+    finally:
+        await up_a.stop()
+        await up_b.stop()
+    assert up_a.packets == sent  # every packet, unchanged, in order, once
+    assert up_b.packets == sent
