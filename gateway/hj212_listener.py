@@ -8,7 +8,8 @@ guarantees (seq, persistence, publishing). Per packet:
 
 - a bad CRC is answered ``9011`` with ``QnRtn=9`` when its QN can be read, and never stored;
 - an unknown MN is answered ``QnRtn=4``, a wrong password ``QnRtn=3``; nothing is stored;
-- an upload that asks for a reply (Flag bit 0) is answered ``9014`` once it is queued;
+- an upload that asks for a reply (Flag bit 0) is answered ``9014`` once its reading is committed
+  to the spool (on disk): a logger that got its 9014 can forget the packet;
 - the 2025 heartbeat ``9015`` is answered ``9013``; an unknown CN is logged and ignored;
 - a retry with the same (MN, QN, CN) is answered again but stored once;
 - the packet's data flags (N, F, M, S, D, C, T, B) become the metrics' flags; a value that is
@@ -62,7 +63,8 @@ class Hj212Listener:
     """The TCP server; :meth:`start` binds, :meth:`close` stops it and its connections."""
 
     def __init__(self, settings: Hj212Settings, loggers: dict[str, LoggerTarget],
-                 put: Callable[[Sample], None], forward: Callable[[bytes], None] | None = None) -> None:
+                 put: Callable[[Sample], asyncio.Future[None]],
+                 forward: Callable[[bytes], None] | None = None) -> None:
         self.settings = settings
         self.loggers = loggers
         self.put = put
@@ -71,7 +73,10 @@ class Hj212Listener:
         self.refused: Counter[str] = Counter()
         self.stored = 0
         self.duplicates = 0
-        self._seen: OrderedDict[tuple[str, str | None, str, int | None], None] = OrderedDict()
+        # (MN, QN, CN, PNO) of the uploads taken, with the commit of each
+        self._seen: OrderedDict[tuple[str, str | None, str, int | None], asyncio.Future[None] | None] = (
+            OrderedDict()
+        )
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -114,7 +119,9 @@ class Hj212Listener:
                 if not data:
                     return
                 for item in frames.feed(data):
-                    answer = self._handle(item, reassembler)
+                    answer, committed = self._handle(item, reassembler)
+                    if committed is not None:
+                        await committed  # answer an upload only once it is on disk
                     if answer:
                         writer.write(answer)
                 if len(frames._buf) > _MAX_BUFFER:
@@ -141,40 +148,50 @@ class Hj212Listener:
                                             "mn": packet.mn if packet else None,
                                             "cn": packet.cn if packet else None})
 
-    def _handle(self, item: hj212.Frame | hj212.FrameError, reassembler: hj212.Reassembler) -> bytes:
-        """What one framed item does; returns the reply to send (empty: none)."""
+    def _handle(
+        self, item: hj212.Frame | hj212.FrameError, reassembler: hj212.Reassembler
+    ) -> tuple[bytes, asyncio.Future[None] | None]:
+        """What one framed item does.
+
+        Returns the reply to send (empty: none) and, for an upload being stored, the commit to
+        wait for before sending it.
+        """
         if isinstance(item, hj212.FrameError):
             packet = _try_parse(item.segment) if item.segment else None
             self._refuse(item.reason, None, packet)
             if item.reason == "bad_crc" and packet is not None and packet.qn:
-                return hj212.request_reply(packet, _QNRTN_CRC)
-            return b""
+                return hj212.request_reply(packet, _QNRTN_CRC), None
+            return b"", None
         packet = _try_parse(item.segment)
         if packet is None:
             self._refuse("malformed", None, None)
-            return b""
+            return b"", None
         target = self.loggers.get(packet.mn)
         if target is None:
             self._refuse("unknown_mn", None, packet)
-            return hj212.request_reply(packet, _QNRTN_MN)
+            return hj212.request_reply(packet, _QNRTN_MN), None
         if packet.pw != target.config.password.get_secret_value():
             self._refuse("wrong_password", None, packet)
-            return hj212.request_reply(packet, _QNRTN_PW)
+            return hj212.request_reply(packet, _QNRTN_PW), None
         if self.forward is not None and packet.key not in self._forwarded:  # a retry is not sent on twice
             self._forwarded[packet.key] = None
             if len(self._forwarded) > _SEEN:
                 self._forwarded.popitem(last=False)
             self.forward(item.raw)
         if packet.cn == "9015":
-            return hj212.notification_reply(packet)
+            return hj212.notification_reply(packet), None
         if packet.cn not in _VALUE_SUFFIX:
             log.info("hj212.ignored", extra={"mn": packet.mn, "cn": packet.cn})
-            return b""
+            return b"", None
+        reply = hj212.data_reply(packet) if packet.wants_reply else b""
         whole = reassembler.add(packet)
         if whole is None:
-            return hj212.data_reply(packet) if packet.wants_reply else b""
+            return reply, None
+        committed = None
         if whole.key in self._seen:
-            self.duplicates += 1  # a retry: answer it again, store it once
+            self.duplicates += 1  # a retry: answer again (once the first copy is on disk), store once
+            first = self._seen[whole.key]
+            committed = first if first is not None and not first.done() else None
         else:
             self._seen[whole.key] = None
             if len(self._seen) > _SEEN:
@@ -183,9 +200,10 @@ class Hj212Listener:
             if sample is None:
                 self._refuse("no_data", None, whole)
             else:
-                self.put(sample)
+                committed = self.put(sample)
+                self._seen[whole.key] = committed
                 self.stored += 1
-        return hj212.data_reply(packet) if packet.wants_reply else b""
+        return reply, committed
 
     def _sample(self, packet: hj212.Packet, target: LoggerTarget) -> Sample | None:
         try:

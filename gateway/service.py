@@ -189,6 +189,7 @@ class SpoolWriter:
         self.spool = spool
         self.on_commit = on_commit
         self._pending: list[Sample] = []
+        self._waiters: list[asyncio.Future[None]] = []
         self._ready = asyncio.Event()
         self._closing = False
 
@@ -196,6 +197,16 @@ class SpoolWriter:
         """Queue a sample for the next commit (never blocks; a commit takes milliseconds)."""
         self._pending.append(sample)
         self._ready.set()
+
+    def put_committed(self, sample: Sample) -> asyncio.Future[None]:
+        """Queue a sample; the future is done once the commit that holds it is on disk.
+
+        An HJ 212 logger is answered 9014 only then: it will not send the packet again.
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.put(sample)
+        return waiter
 
     def close(self) -> None:
         """Ask :meth:`run` to commit what is pending and return."""
@@ -208,9 +219,19 @@ class SpoolWriter:
             await self._ready.wait()
             self._ready.clear()
             batch, self._pending = self._pending, []
+            waiters, self._waiters = self._waiters, []
             if batch:
-                await asyncio.to_thread(self.spool.append, batch)
+                try:
+                    await asyncio.to_thread(self.spool.append, batch)
+                except BaseException as exc:
+                    for w in waiters:
+                        if not w.done():
+                            w.set_exception(exc if isinstance(exc, Exception) else ConnectionError("stopped"))
+                    raise
                 self.on_commit()
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
             if self._closing and not self._pending:
                 return
 
@@ -267,7 +288,8 @@ async def run_gateway(
             f.put(raw)
 
     if gw.hj212.listen_port is not None:
-        listener = Hj212Listener(gw.hj212, loggers or {}, writer.put, forward if forwarders else None)
+        listener = Hj212Listener(gw.hj212, loggers or {}, writer.put_committed,
+                                 forward if forwarders else None)
     server = None
     if gw.metrics_port is not None:
         collector = GatewayCollector(
