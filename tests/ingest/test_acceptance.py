@@ -320,10 +320,18 @@ def test_two_processes_split_the_partitions_and_store_each_reading_once(
                    30, "the partitions to be split")
         publish(mosquitto, messages)
         wait_until(lambda: count_points(influxd, influx_db) >= total, 60, "every reading")
-        stored = []
-        for port in ports:
-            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            stored.append(float(text.split("\ningest_points_stored_total ")[1].split()[0]))
+
+        def stored_by_process() -> list[float]:
+            out = []
+            for port in ports:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                out.append(float(text.split("\ningest_points_stored_total ")[1].split()[0]))
+            return out
+
+        # A process counts a batch once InfluxDB has answered its write, a moment after the
+        # points are queryable: wait for the counters to catch up before comparing them.
+        wait_until(lambda: sum(stored_by_process()) >= total, 15, "the stored counters")
+        stored = stored_by_process()
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         assert [proc.wait(30) for proc in procs] == [0, 0]
