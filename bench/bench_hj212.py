@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sqlite3
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway import hj212  # noqa: E402
+from gateway.spool import last_seq  # noqa: E402
 from weijian.demo.local_services import free_port, running_mosquitto  # noqa: E402
 
 CONTACT = '{ name = "测试", phone = "13800000000" }'
@@ -103,15 +103,6 @@ async def logger(i: int, port: int, counts: list[int], stop: asyncio.Event) -> N
         writer.close()
 
 
-def spool_seq(path: Path) -> int:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        db.close()
-
-
 async def main_async(n: int, seconds: float, warmup: float) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-hj212-") as tmp_s, \
             running_mosquitto(Path(tmp_s) / "mq") as broker:
@@ -126,9 +117,9 @@ async def main_async(n: int, seconds: float, warmup: float) -> None:
         counts = [0]
         tasks = [asyncio.create_task(logger(i, listen, counts, stop)) for i in range(n)]
         await asyncio.sleep(warmup)
-        c0, p0, s0, t0 = cpu_seconds(proc.pid), counts[0], spool_seq(tmp / "spool.sqlite"), time.monotonic()
+        c0, p0, s0, t0 = cpu_seconds(proc.pid), counts[0], last_seq(tmp / "spool.sqlite"), time.monotonic()
         await asyncio.sleep(seconds)
-        c1, p1, s1, t1 = cpu_seconds(proc.pid), counts[0], spool_seq(tmp / "spool.sqlite"), time.monotonic()
+        c1, p1, s1, t1 = cpu_seconds(proc.pid), counts[0], last_seq(tmp / "spool.sqlite"), time.monotonic()
         rss = peak_rss_mb(proc.pid)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

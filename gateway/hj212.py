@@ -111,6 +111,11 @@ class FrameReader:
         self._key_for = key_for
         self.leniency: Counter[str] = Counter()
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held that do not yet make a packet."""
+        return len(self._buf)
+
     def feed(self, data: bytes) -> list[Frame | FrameError]:
         """Everything that ``data`` completes, in order."""
         self._buf += data
@@ -417,12 +422,3 @@ class Reassembler:
         first = ordered[0]
         return Packet(cn=first.cn, mn=first.mn, pw=first.pw, st=first.st, qn=first.qn,
                       flag=(first.flag or 0) & ~2, resent=first.resent, cp=cp, lenient=first.lenient)
-
-
-def iter_packets(frames: Iterator[Frame]) -> Iterator[Packet]:
-    """Parse frames, skipping (not raising on) segments that are not packets."""
-    for frame in frames:
-        try:
-            yield parse_packet(frame.segment)
-        except ValueError:
-            continue

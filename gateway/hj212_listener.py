@@ -124,7 +124,7 @@ class Hj212Listener:
                         await committed  # answer an upload only once it is on disk
                     if answer:
                         writer.write(answer)
-                if len(frames._buf) > _MAX_BUFFER:
+                if frames.buffered > _MAX_BUFFER:  # a peer that never frames a packet
                     self._refuse("oversized", peer, None)
                     return
                 await writer.drain()

@@ -25,7 +25,7 @@ from typing import Literal
 from weijian.contract import Kind, MetricValue, Reading, encode_reading, reading_topic
 from weijian.errors import SpoolError
 
-__all__ = ["QueuedReading", "Sample", "Spool", "SpoolError", "SpoolStats"]
+__all__ = ["QueuedReading", "Sample", "Spool", "SpoolError", "SpoolStats", "last_seq"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -67,6 +67,16 @@ class SpoolStats:
     oldest_age_s: float | None
     dropped: int
     seq: int
+
+
+def last_seq(path: Path) -> int:
+    """The last seq a spool file gave out, read-only, as another process would read it."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        db.close()
 
 
 class Spool:

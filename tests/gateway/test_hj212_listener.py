@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from gateway import hj212
+from gateway.spool import last_seq
 from tests.gateway.conftest import gateway_data, running_gateway
 from weijian.demo.local_services import free_port
 from weijian.registry import load_registry
@@ -61,16 +61,6 @@ async def exchange(port: int, data: bytes, replies: int = 1) -> list[hj212.Packe
     return out
 
 
-def spool_seq(path: Path) -> int:
-    """The last seq the gateway's spool gave out, read as another process would."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        db.close()
-
-
 def qn_rtn(packet: hj212.Packet) -> str:
     return hj212.parse_cp(packet.cp).fields["QnRtn"]
 
@@ -96,7 +86,7 @@ async def test_loggers_data_is_stored_once_answered_and_refusals_are_answered_an
                 await asyncio.sleep(0.1)
         assert (reply.cn, reply.qn, reply.st) == ("9014", "20261122080000001", "91")
         # Answered only once the reading is committed to the spool: the logger may forget it now.
-        assert spool_seq(tmp_path / "spool.sqlite") == 1
+        assert last_seq(tmp_path / "spool.sqlite") == 1
         # A retry of the same upload: answered again, stored once.
         (again,) = await exchange(port, upload(PLAIN_MN, "20261122080000001", good))
         assert again.cn == "9014"
