@@ -417,7 +417,7 @@ class _Step:
         seen = self.state.last_seen.get(where)
         if seen is not None and ts <= seen:
             return  # a duplicate or out-of-order copy: already judged
-        late = self.now - ts > self.config.late_after
+        late = reading.resent or self.now - ts > self.config.late_after
         metrics = reading.metrics
         has_data = False
         for m in metrics.values():

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
+import sys
+from datetime import UTC, datetime
 from typing import Any
 
+from gateway.hj212_commands import NAMED, china_time
+from gateway.hj212_control import ask, socket_path
 from gateway.hj212_listener import LoggerTarget
 from gateway.service import DevicePlan, plan_devices, plan_loggers, run_gateway
 from weijian.cli import add_config_argument, settings_and_registry
 from weijian.clock import Clock
-from weijian.config import Settings
+from weijian.config import Settings, load_settings
 from weijian.errors import ConfigError
 
 __all__ = ["register"]
@@ -37,6 +42,100 @@ def register(subparsers: Any) -> None:
     )
     add_config_argument(run, required=True)
     run.set_defaults(handler=_run)
+    _register_hj212(sub)
+
+
+def _register_hj212(sub: Any) -> None:
+    hj = sub.add_parser(
+        "hj212",
+        help="talk to the HJ 212 data loggers connected to a running gateway",
+        description=(
+            "Through the running gateway's control socket (<spool file>.hj212.sock, mode 0600): "
+            "list the loggers and their connections, or send a logger a host command and print "
+            "its answer (9011 QnRtn, the values it reports, 9012 ExeRtn) as JSON. Exit 0 when the "
+            "logger carried the command out, 1 when it refused, failed, did not answer or is not "
+            "connected, 2 for bad usage."
+        ),
+    )
+    actions = hj.add_subparsers(dest="hj212_action", metavar="ACTION", required=True)
+    status = actions.add_parser("status",
+                                help="the configured loggers, connected or not, and recent commands")
+    add_config_argument(status, required=True)
+    status.set_defaults(handler=_hj212_status)
+    commands = "; ".join(f"{name} {' '.join(c.params)}".strip() + f": {c.summary}"
+                         for name, c in NAMED.items())
+    send = actions.add_parser(
+        "send", help="send a logger a host command and print its answer",
+        description=f"COMMAND is one of: {commands}; or a four-digit CN followed by NAME=VALUE CP fields.",
+    )
+    add_config_argument(send, required=True)
+    send.add_argument("mn", metavar="MN", help="the logger's MN, as in [[gateway.hj212.loggers]]")
+    send.add_argument("command", metavar="COMMAND", help="a command name above, or a CN")
+    send.add_argument("values", metavar="VALUE", nargs="*", help="the command's values")
+    send.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                      help="give up waiting for the gateway after S seconds (default 60)")
+    send.set_defaults(handler=_hj212_send)
+
+
+def _control(args: argparse.Namespace) -> Any:
+    settings = load_settings(args.config)
+    return settings, socket_path(settings.gateway.spool.path, settings.gateway.hj212.control_socket)
+
+
+def _cp(command: str, values: list[str]) -> tuple[str, dict[str, str]]:
+    """The CN and CP fields of an operator's command; ConfigError names what is wrong."""
+    named = NAMED.get(command)
+    if named is None:
+        if not (len(command) == 4 and command.isdigit()):
+            raise ConfigError(f"command {command!r}: not one of {', '.join(NAMED)} nor a four-digit CN")
+        fields = {}
+        for value in values:
+            name, sep, text = value.partition("=")
+            if not sep or not name:
+                raise ConfigError(f"CP field {value!r} is not NAME=VALUE")
+            fields[name] = text
+        return command, fields
+    if command == "set-clock" and not values:
+        values = [china_time(datetime.now(UTC))]
+    if len(values) != len(named.params):
+        want = " ".join(named.params) or "no values"
+        raise ConfigError(f"command {command!r} takes {want}, got {len(values)} value(s)")
+    for name, value in zip(named.params, values, strict=True):
+        if name != "SystemTime" and not value.isdigit():
+            raise ConfigError(f"command {command!r}: {name} must be a whole number, got {value!r}")
+        if name == "SystemTime" and not (len(value) == 14 and value.isdigit()):
+            raise ConfigError(
+                f"command {command!r}: SystemTime is YYYYMMDDhhmmss (China time), got {value!r}")
+    return named.cn, dict(zip(named.params, values, strict=True))
+
+
+def _print(answer: dict[str, Any]) -> None:
+    print(json.dumps(answer, ensure_ascii=False, indent=2))
+
+
+def _hj212_status(args: argparse.Namespace) -> int:
+    _, path = _control(args)
+    try:
+        answer = asyncio.run(ask(path, {"op": "status"}, 10.0))
+    except (OSError, TimeoutError) as exc:
+        print(f"{path}: no running gateway answers there ({exc})", file=sys.stderr)
+        return 1
+    _print(answer)
+    return 0
+
+
+def _hj212_send(args: argparse.Namespace) -> int:
+    settings, path = _control(args)
+    cn, cp = _cp(args.command, args.values)
+    if args.mn not in {c.mn for c in settings.gateway.hj212.loggers}:
+        raise ConfigError(f"{args.config}: MN {args.mn!r} is not in key 'gateway.hj212.loggers'")
+    try:
+        answer = asyncio.run(ask(path, {"op": "send", "mn": args.mn, "cn": cn, "cp": cp}, args.timeout))
+    except (OSError, TimeoutError) as exc:
+        print(f"{path}: no running gateway answers there ({exc or 'timed out'})", file=sys.stderr)
+        return 1
+    _print(answer)
+    return 0 if answer.get("ok") else 1
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from gateway.acquire import DeviceTarget, ModbusLink, Poller, SerialFormat
 from gateway.decode import plan_device
+from gateway.hj212_control import ControlServer, socket_path
 from gateway.hj212_forward import Forwarder, ForwardQueue
 from gateway.hj212_listener import Hj212Listener, LoggerTarget
 from gateway.metrics import GatewayCollector, gateway_registry
@@ -277,6 +278,7 @@ async def run_gateway(
     changed = asyncio.Event()
     targets = {p.target.key: p.target for p in plans}
     listener = None
+    control = None
     # One durable queue per upstream, beside the spool: <spool>.hj212-<name>.sqlite
     forwarders = [
         Forwarder(u, ForwardQueue(gw.spool.path.with_name(f"{gw.spool.path.name}.hj212-{u.name}.sqlite")))
@@ -289,7 +291,8 @@ async def run_gateway(
 
     if gw.hj212.listen_port is not None:
         listener = Hj212Listener(gw.hj212, loggers or {}, writer.put_committed,
-                                 forward if forwarders else None)
+                                 forward if forwarders else None, now=now)
+        control = ControlServer(listener, socket_path(gw.spool.path, gw.hj212.control_socket))
     server = None
     if gw.metrics_port is not None:
         collector = GatewayCollector(
@@ -360,6 +363,8 @@ async def run_gateway(
     await publisher.start()
     if listener is not None:
         await listener.start()
+    if control is not None:
+        await control.start()
     try:
         async with asyncio.TaskGroup() as tg:
             poll_tasks = [tg.create_task(p.run(), name=f"poll-{key}") for key, p in pollers]
@@ -373,6 +378,8 @@ async def run_gateway(
             )]
             await stop.wait()
             log.info("gateway.stopping", extra={"gateway_id": gateway_id})
+            if control is not None:
+                await control.close()
             if listener is not None:  # 1. take no new samples
                 await listener.close()
             for f in forwarders:  # what was accepted is queued for the upstreams

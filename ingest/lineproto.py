@@ -28,7 +28,8 @@ def time_ns(ts: datetime) -> int:
 def reading_line(reading: Reading, district: str) -> str:
     """One point: measurement = kind, four tags, a float per metric, ``{metric}_flag`` if not N.
 
-    A null value (allowed only with a flag other than N) yields only the flag field.
+    A null value (allowed only with a flag other than N) yields only the flag field. A re-sent
+    reading also gets the boolean field ``resent=true``.
     """
     fields = []
     for name, metric in reading.metrics.items():
@@ -36,6 +37,8 @@ def reading_line(reading: Reading, district: str) -> str:
             fields.append(f"{name}={float(metric.value)!r}")
         if metric.flag is not _NORMAL:
             fields.append(f'{name}{FLAG_FIELD_SUFFIX}="{metric.flag.value}"')
+    if reading.resent:
+        fields.append("resent=true")  # re-sent backlog (HJ 212 RF=1), docs/hj212.md
     # The tags are weijian.contract.READING_TAGS, written in that (sorted) order.
     return (
         f"{reading.kind.value},device_id={reading.device_id},district={district},"

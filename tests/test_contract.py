@@ -69,6 +69,17 @@ def test_the_contract_example_is_accepted_and_normalised_to_utc() -> None:
     assert json.loads(encode_reading(reading))["ts"] == "2026-11-22T08:00:00.000Z"
 
 
+def test_resent_is_optional_written_only_when_true_and_strictly_boolean() -> None:
+    live = decode_reading(TOPIC, with_change("ts", "2026-11-22T08:00:00Z"), now=NOW)
+    assert isinstance(live, Reading) and not live.resent
+    assert "resent" not in json.loads(encode_reading(live))  # a live reading's payload is unchanged
+    backlog = decode_reading(TOPIC, with_change("resent", True), now=NOW)
+    assert isinstance(backlog, Reading) and backlog.resent
+    assert json.loads(encode_reading(backlog))["resent"] is True
+    refused = decode_reading(TOPIC, with_change("resent", "yes"), now=NOW)
+    assert isinstance(refused, Rejection) and refused.field == "resent"
+
+
 REJECTIONS = [
     # (case, payload bytes, reason, field)
     ("malformed JSON", b'{"site_id": ', RejectReason.MALFORMED_JSON, "payload"),

@@ -205,6 +205,21 @@ class Hj212Logger(_Section):
     site_id: Identifier
     device_id: Identifier
     key: SecretStr | None = None  # SM4 key, 32 hex characters (HJ 212-2025 §6.4), if it encrypts
+    # The upload that becomes readings: real-time 2011, minute 2051, hour 2061 or day 2031. The
+    # others are answered and forwarded, not stored (their times would collide in InfluxDB).
+    store_cn: Literal["2011", "2051", "2061", "2031"] = "2011"
+    # Host commands sent once per connection, on its first packet (docs/hj212.md):
+    set_clock: bool = True  # 1012 with the gateway's time; again when its data time is off
+    rtd_interval_s: int | None = Field(None, ge=30, le=3600)  # 1062 RtdInterval
+    min_interval_min: int | None = Field(None, ge=1, le=30)  # 1064 MinInterval
+    overtime_s: int | None = Field(None, ge=1, le=3600)  # 1000 OverTime (with recount)
+    recount: int | None = Field(None, ge=0, le=10)  # 1000 ReCount (with overtime_s)
+
+    @model_validator(mode="after")
+    def _timeout_pair(self) -> Hj212Logger:
+        if (self.overtime_s is None) != (self.recount is None):
+            raise ValueError("key 'overtime_s' and key 'recount' go together (one 1000 command sets both)")
+        return self
 
     @field_validator("key")
     @classmethod
@@ -233,6 +248,10 @@ class Hj212Settings(_Section):
     loggers: list[Hj212Logger] = []
     upstreams: list[Hj212Upstream] = []
     idle_timeout_s: float = Field(300.0, gt=0)  # a connection silent this long is closed
+    command_timeout_s: float = Field(5.0, gt=0)  # wait this long for a logger's 9011 / 9012
+    command_retries: int = Field(2, ge=0, le=10)  # a request unanswered is sent again (same QN)
+    clock_tolerance_s: float = Field(120.0, gt=0)  # live data further off than this: set the clock
+    control_socket: Path | None = None  # `weijian gateway hj212`; default <spool file>.hj212.sock
 
 
 class SpoolSettings(_Section):

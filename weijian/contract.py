@@ -236,6 +236,9 @@ class Reading(BaseModel):
     ts: AwareDatetime
     seq: int = Field(ge=0, le=MAX_SEQ)  # InfluxDB, SQLite and PostgreSQL hold a signed int64
     metrics: dict[str, MetricValue] = Field(min_length=1)
+    # Optional, weijian's extension: true for backlog data the device re-sent after an outage
+    # (HJ 212-2025 ``RF=1``); judged as late, never paged as live. Absent means false.
+    resent: bool = False
 
     @field_validator("ts")
     @classmethod
@@ -388,8 +391,13 @@ def parse_reading_topic(root: str, topic: str) -> tuple[str, str] | Rejection:
 
 
 def encode_reading(reading: Reading) -> bytes:
-    """Serialise a Reading to its UTF-8 JSON payload."""
-    return reading.model_dump_json().encode()
+    """Serialise a Reading to its UTF-8 JSON payload (``resent`` only when true)."""
+    if reading.resent:
+        return reading.model_dump_json().encode()
+    return reading.model_dump_json(exclude=_LIVE).encode()
+
+
+_LIVE: Final = {"resent"}
 
 
 # pydantic error types -> our reasons; custom errors raised above already carry our names.

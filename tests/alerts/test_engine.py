@@ -80,6 +80,18 @@ def test_late_readings_fire_at_their_true_time_and_are_labelled() -> None:
     assert firing.at == T0 + timedelta(minutes=5)
 
 
+def test_resent_readings_are_late_however_recent_they_are() -> None:
+    # HJ 212-2025 RF=1 backlog arriving within seconds of its time is still not live data.
+    state, out = fresh(), []
+    for i in range(7):
+        reading = turbidity(i, 2.0, i + 1).model_copy(update={"resent": True})
+        out += step(state, reading, T0 + timedelta(minutes=i, seconds=5))[1]
+    firing = next(t for t in out if t.kind is TransitionKind.FIRING)
+    assert firing.late and firing.alert.late
+    live = run(fresh(), [2.0] * 7)  # the same readings, not resent: live
+    assert not next(t for t in live if t.kind is TransitionKind.FIRING).late
+
+
 def test_acknowledged_alert_is_not_repeated_or_escalated() -> None:
     state = fresh()
     out = run(state, [2.0] * 7)
