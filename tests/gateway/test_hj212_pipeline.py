@@ -207,7 +207,7 @@ async def run_cli(*args: str) -> tuple[int, Any, str]:
     return proc.returncode, json.loads(out) if out.strip() else None, err.decode()
 
 
-async def test_host_commands_on_connection_and_from_the_operator(tmp_path, mosquitto, topic_root):
+async def test_host_commands_on_connection_and_from_the_operator(tmp_path, mosquitto, topic_root, collector_for):
     registry = hj_sites_registry(tmp_path / "registry.toml", 2)
     port = free_port()
     slow = LoggerSpec(mn=mn(0), password="100000", edition=E25, factors=SPREAD,
@@ -220,6 +220,7 @@ async def test_host_commands_on_connection_and_from_the_operator(tmp_path, mosqu
     config = tmp_path / "gateway.toml"
     config.write_text(toml_dump(data), encoding="utf-8")
     logger = SimulatedLogger(slow)
+    collector = collector_for(mosquitto, topic_root)
     async with running_gateway(data):
         await asyncio.sleep(0.3)
         live = asyncio.create_task(logger.send_live("127.0.0.1", port, 8, every_s=0.5))
@@ -248,5 +249,7 @@ async def test_host_commands_on_connection_and_from_the_operator(tmp_path, mosqu
         code, _, err = await run_cli("send", "--config", str(config), slow.mn, "set-rtd-interval", "soon")
         assert code == 2 and "RtdInterval" in err
         await live
-    # Every real-time packet after the 1012 carried the right time (the first one did not).
-    assert logger.acked
+        await collector.wait_for(lambda c: len(c.readings()) >= 8, 10, "the eight readings")
+    # The first packet carried the logger's fast clock; once 1012 had set it, the time was right.
+    offsets = [(datetime.fromisoformat(r["ts"]) - datetime.now(UTC)).total_seconds() for r in collector.readings()]
+    assert offsets[0] > 800 and all(abs(off) < 15 for off in offsets[-5:]), offsets
