@@ -63,7 +63,7 @@ def config(tmp: Path, broker_port: int, listen: int, n: int) -> str:
         f'[gateway.hj212]\nlisten_host = "127.0.0.1"\nlisten_port = {listen}',
     ]
     out += [f'[[gateway.hj212.loggers]]\nmn = "{mn(i)}"\npassword = "123456"\nsite_id = "hj-water"\n'
-            f'device_id = "s{i:04d}"' for i in range(n)]
+            f'device_id = "s{i:04d}"\nset_clock = false' for i in range(n)]
     return "\n\n".join(out) + "\n"
 
 
@@ -97,21 +97,22 @@ async def logger(i: int, port: int, counts: list[int], stop: asyncio.Event) -> N
                 data = await reader.read(4096)
                 if not data:
                     return
-                got = any(isinstance(f, hj212.Frame) for f in frames.feed(data))
+                got = any(isinstance(f, hj212.Frame) and b"CN=9014;" in f.segment for f in frames.feed(data))
             counts[0] += 1
     finally:
         writer.close()
 
 
-async def main_async(n: int, seconds: float, warmup: float) -> None:
+async def main_async(n: int, seconds: float, warmup: float, profile: str | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-hj212-") as tmp_s, \
             running_mosquitto(Path(tmp_s) / "mq") as broker:
         tmp = Path(tmp_s)
         (tmp / "registry.toml").write_text(registry(n), encoding="utf-8")
         listen = free_port()
         (tmp / "gateway.toml").write_text(config(tmp, broker.port, listen, n), encoding="utf-8")
+        prof = ["-m", "cProfile", "-o", profile] if profile else []
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "weijian", "gateway", "run", "--config", str(tmp / "gateway.toml"),
+            sys.executable, *prof, "-m", "weijian", "gateway", "run", "--config", str(tmp / "gateway.toml"),
             stdout=asyncio.subprocess.DEVNULL, stderr=(tmp / "gateway.log").open("wb"))
         stop = asyncio.Event()
         counts = [0]
@@ -137,8 +138,9 @@ def main() -> None:
     parser.add_argument("--loggers", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--profile", metavar="PATH", help="run the gateway under cProfile, stats to PATH")
     args = parser.parse_args()
-    asyncio.run(main_async(args.loggers, args.seconds, args.warmup))
+    asyncio.run(main_async(args.loggers, args.seconds, args.warmup, args.profile))
 
 
 if __name__ == "__main__":

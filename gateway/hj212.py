@@ -294,24 +294,39 @@ class CpData:
     factors: dict[str, dict[str, str]] = field(default_factory=dict)  # code -> suffix -> value
 
 
-_FACTOR = re.compile(r"^([A-Za-z0-9]+)-([A-Za-z]+)$")
-
-
 def parse_time(text: str) -> datetime:
-    """``YYYYMMDDhhmmss`` (and the millisecond form some loggers send) in China time, as UTC."""
-    base = datetime.strptime(text[:14], "%Y%m%d%H%M%S")
-    ms = int(text[14:17]) if len(text) >= 17 and text[14:17].isdigit() else 0
-    return (base + timedelta(milliseconds=ms)).replace(tzinfo=_CHINA).astimezone(UTC)
+    """``YYYYMMDDhhmmss`` (and the millisecond form some loggers send) in China time, as UTC.
+
+    Raises:
+        ValueError: not 14 ASCII digits, or not a real date and time.
+    """
+    head = text[:14]
+    if len(head) != 14 or not (head.isascii() and head.isdigit()):
+        raise ValueError(f"time {text!r} is not YYYYMMDDhhmmss")
+    base = datetime(int(head[0:4]), int(head[4:6]), int(head[6:8]), int(head[8:10]), int(head[10:12]),
+                    int(head[12:14]), tzinfo=_CHINA)
+    tail = text[14:17]
+    ms = int(tail) if len(tail) == 3 and tail.isascii() and tail.isdigit() else 0
+    return (base + timedelta(milliseconds=ms)).astimezone(UTC)
 
 
 def parse_cp(cp: str) -> CpData:
-    """Parse ``DataTime=..;code-Rtd=v,code-Flag=N;...`` (items by ``;``, values by ``,``)."""
+    """Parse ``DataTime=..;code-Rtd=v,code-Flag=N;...`` (items by ``;``, values by ``,``).
+
+    A field named ``<code>-<suffix>`` (ASCII letters and digits, then letters) is a factor's.
+    """
     out = CpData()
+    factors = out.factors
     for item in cp.split(";"):
-        for name, value in _pairs(item.split(","), "CP"):
-            m = _FACTOR.match(name)
-            if m:
-                out.factors.setdefault(m.group(1), {})[m.group(2)] = value
+        for part in item.split(","):
+            if not part:
+                continue
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"CP field {part!r} is not NAME=value")
+            dash = name.find("-")
+            if dash > 0 and name.isascii() and name[:dash].isalnum() and name[dash + 1 :].isalpha():
+                factors.setdefault(name[:dash], {})[name[dash + 1 :]] = value
             elif name == "DataTime":
                 out.data_time = parse_time(value)
             else:

@@ -449,8 +449,8 @@ def _try_parse(segment: bytes) -> hj212.Packet | None:
         return None
 
 
+_FLAGS = {f.value: f for f in Flag}
+
+
 def _flag(text: str) -> Flag:
-    try:
-        return Flag(text)
-    except ValueError:
-        return Flag.DEVICE_FAULT  # a flag outside HJ 212 Table 8: distrust the value
+    return _FLAGS.get(text, Flag.DEVICE_FAULT)  # a flag outside HJ 212 Table 8: distrust the value
