@@ -253,3 +253,31 @@ async def test_host_commands_on_connection_and_from_the_operator(tmp_path, mosqu
     # The first packet carried the logger's fast clock; once 1012 had set it, the time was right.
     offsets = [(datetime.fromisoformat(r["ts"]) - datetime.now(UTC)).total_seconds() for r in collector.readings()]
     assert offsets[0] > 800 and all(abs(off) < 15 for off in offsets[-5:]), offsets
+
+
+async def sim_cli(*args: str) -> tuple[int, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "weijian", "sim", "hj212", *args, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, json.loads(out) if out.strip() else None
+
+
+async def test_weijian_sim_hj212_is_a_logger_an_installer_can_point_at_a_gateway(tmp_path, mosquitto, topic_root):
+    registry = hj_sites_registry(tmp_path / "registry.toml", 1)
+    port = free_port()
+    data = gateway_data(tmp_path, mosquitto, topic_root, registry, [], hj212={
+        "listen_host": "127.0.0.1", "listen_port": port,
+        "loggers": [{"mn": mn(0), "password": "100000", "site_id": "hj-water-000", "device_id": "wq-01",
+                     "key": KEY.hex()}]})
+    async with running_gateway(data):
+        await asyncio.sleep(0.3)
+        code, summary = await sim_cli("--port", str(port), "--mn", mn(0), "--password", "100000",
+                                      "--edition", "2025", "--key", KEY.hex(), "--count", "3", "--every", "0.2",
+                                      "--clock-offset", "-600", "--split", "--bad-crc", "0.5")
+        assert code == 0 and summary["uploads"] == summary["answered_9014"] == 3
+        assert summary["commands"][0]["cn"] == "1012" and abs(summary["clock_offset_s"]) < 5
+        code, summary = await sim_cli("--port", str(port), "--mn", mn(0), "--password", "999999",
+                                      "--count", "2", "--every", "0.1")
+        assert code == 1 and summary["answered_9014"] == 0 and summary["refused"] == {"3": 2}
