@@ -60,6 +60,21 @@ def test_crc_vectors() -> None:
     assert hj212.crc(b"123456789") != 0x4B37
 
 
+def test_the_2025_appendix_a1_example() -> None:
+    # HJ 212-2025 Appendix A.1 (as a public codebase quoting the PDF gives its fields): a 1011
+    # request of 87 characters with an empty data area, Flag 9 (2025, reply wanted), CRC 2200.
+    segment = b"QN=20240601085857223;ST=32;CN=1011;PW=123456;MN=010000A8900016F000169DC0;Flag=9;CP=&&&&"
+    assert len(segment) == 87 and hj212.crc(segment) == 0x2200
+    raw = b"##0087" + segment + b"2200\r\n"
+    frame = one(raw)
+    assert isinstance(frame, Frame)
+    packet = hj212.parse_packet(frame.segment)
+    assert (packet.cn, packet.edition, packet.wants_reply, packet.split) == ("1011", hj212.Edition.HJ212_2025,
+                                                                             True, False)
+    assert hj212.encode_packet({"QN": packet.qn, "ST": "32", "CN": "1011", "PW": "123456", "MN": packet.mn,
+                                "Flag": 9}) == raw
+
+
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_every_example_frames_parses_and_reencodes_byte_for_byte(name: str) -> None:
     raw = EXAMPLES[name]
