@@ -20,6 +20,12 @@ install_system_packages() {
     if [ "$1" = test ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
         missing+=(postgresql)
     fi
+    # The app's browser tests: Debian's Chromium (Playwright drives it), and a CJK font so
+    # that Chinese renders as text, not boxes, in the screenshots (and in reports).
+    if [ "$1" = test ]; then
+        [ -x /usr/bin/chromium ] || missing+=(chromium)
+        compgen -G '/usr/share/fonts/opentype/noto/NotoSansCJK*' >/dev/null || missing+=(fonts-noto-cjk)
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         echo "run.sh: installing system packages: ${missing[*]}"
         as_root apt-get update -qq

@@ -141,16 +141,90 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _accounts(settings: Any, store: Any) -> Any:
+    from alerts.accounts import Accounts
+
+    a = settings.alerts
+    return Accounts(store.engine, access_ttl_s=a.api_access_ttl_s, refresh_ttl_s=a.api_refresh_ttl_s,
+                    max_failed=a.api_max_failed_logins, lockout_s=a.api_lockout_s)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from alerts.api import build_app
+    from alerts.api import ApiOptions, build_app
+    from weijian.errors import ConfigError
+    from weijian.registry import load_registry
+    from weijian.rules import load_rule_packs
+
+    settings = load_settings(args.config)
+    a = settings.alerts
+    if a.api_tls_cert is None and not _is_loopback(a.api_host) and not a.api_allow_plain_http:
+        raise ConfigError(
+            f"{args.config}: key 'alerts.api_host' = {a.api_host!r} is not loopback: set "
+            "'alerts.api_tls_cert' and 'alerts.api_tls_key' for HTTPS, or "
+            "'alerts.api_allow_plain_http = true' behind a TLS proxy (docs/operations.md)")
+    for key in ("api_tls_cert", "api_tls_key"):
+        path = getattr(a, key)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{args.config}: key 'alerts.{key}': no such file {path}")
+    _, store = _store(args)
+    registry = load_registry(settings.registry.path) if settings.registry.path.is_file() else None
+    token = settings.sms.receipt_token.get_secret_value() if settings.sms.receipt_token else None
+    options = ApiOptions(
+        accounts=_accounts(settings, store), receipt_token=token, influx=settings.influx, registry=registry,
+        rule_packs=load_rule_packs(a.rules_dir) if a.rules_dir else load_rule_packs(),
+        trusted_proxies=tuple(a.api_trusted_proxies), photo_max_bytes=a.api_photo_max_bytes,
+        photos_per_task=a.api_photos_per_task)
+    app = build_app(store, a.teams, options=options)
+    tls = {"ssl_certfile": str(a.api_tls_cert), "ssl_keyfile": str(a.api_tls_key)} if a.api_tls_cert else {}
+    uvicorn.run(app, host=a.api_host, port=a.api_port, log_config=None,
+                forwarded_allow_ips=",".join(a.api_trusted_proxies) or None, **tls)  # type: ignore[arg-type]
+    return 0
+
+
+def _user(args: argparse.Namespace) -> int:
+    import secrets
+
+    from alerts.accounts import AccountError, Role
 
     settings, store = _store(args)
-    token = settings.sms.receipt_token.get_secret_value() if settings.sms.receipt_token else None
-    app = build_app(store, settings.alerts.teams, receipt_token=token)
-    uvicorn.run(app, host=settings.alerts.api_host, port=settings.alerts.api_port, log_config=None)
-    return 0
+    accounts = _accounts(settings, store)
+    try:
+        if args.user_action == "list":
+            for acc in accounts.list():
+                state = "disabled" if acc.disabled else "enabled"
+                print(f"{acc.username:<16} {acc.role.value:<10} {state:<8} {acc.team:<12} "
+                      f"{','.join(acc.districts):<24} {acc.name} {acc.phone}")
+            return 0
+        if args.user_action in ("add", "reset"):
+            password = sys.stdin.readline().rstrip("\n") if args.password_stdin else secrets.token_urlsafe(12)
+            if args.user_action == "add":
+                acc = accounts.add(args.username, name=args.name, phone=args.phone or "",
+                                   team=args.team or "", districts=args.district, role=Role(args.role),
+                                   password=password)
+                print(f"account {acc.username} added ({acc.role.value}, "
+                      f"districts {', '.join(acc.districts)})")
+            else:
+                accounts.reset(args.username, password)
+                print(f"account {args.username}: password reset, unlocked, logged out everywhere")
+            if not args.password_stdin:
+                print(f"password: {password}")
+            return 0
+        acc = accounts.set_disabled(args.username, args.user_action == "disable")
+        print(f"account {acc.username} {'disabled and logged out everywhere' if acc.disabled else 'enabled'}")
+        return 0
+    except AccountError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def register(subparsers: Any) -> None:
@@ -186,8 +260,35 @@ def register(subparsers: Any) -> None:
     p.add_argument("--wait", type=float, default=60.0, metavar="S",
                    help="how long to wait for another process's migration (default 60)")
     p.set_defaults(handler=_migrate)
-    p = sub.add_parser("serve", help="serve the task HTTP JSON API (uvicorn; OpenAPI at /docs)")
+    p = sub.add_parser("serve", help="serve the task API and the inspectors' web app (uvicorn; OpenAPI at "
+                       "/docs, the app at /app/); HTTPS with [alerts] api_tls_cert and api_tls_key")
     p.set_defaults(handler=_serve)
+    p = sub.add_parser("user", help="inspectors' accounts: add, disable, enable, reset, list")
+    user = p.add_subparsers(dest="user_action", metavar="USER_ACTION", required=True)
+    q = user.add_parser("add", help="add an account; prints a generated password unless --password-stdin")
+    q.add_argument("username", help="1-64 characters of a-z 0-9 _ . -")
+    q.add_argument("--name", required=True, help="the person's name (shown in the app)")
+    q.add_argument("--phone", help="mobile number")
+    q.add_argument("--team", help="the supervision team")
+    q.add_argument("--district", action="append", required=True, help="a district it works (repeatable)")
+    q.add_argument("--role", choices=["inspector", "duty_desk", "supervisor"], default="inspector")
+    q.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    q.set_defaults(handler=_user)
+    add_config_argument(q)
+    for name, what in (("disable", "disable an account and revoke its tokens"),
+                       ("enable", "enable it again"),
+                       ("reset", "a new password (generated unless --password-stdin); unlocks, "
+                                 "revokes tokens")):
+        q = user.add_parser(name, help=what)
+        q.add_argument("username")
+        if name == "reset":
+            q.add_argument("--password-stdin", action="store_true",
+                           help="read the password from standard input")
+        q.set_defaults(handler=_user)
+        add_config_argument(q)
+    q = user.add_parser("list", help="every account with its role, state and districts")
+    q.set_defaults(handler=_user)
+    add_config_argument(q)
     p = sub.add_parser("silence", help="maintenance windows (calibration, cleaning): alerts stay quiet")
     silence = p.add_subparsers(dest="silence_action", metavar="SILENCE_ACTION", required=True)
     q = silence.add_parser("add", help="record a maintenance window for a site, device or rule")
@@ -205,5 +306,5 @@ def register(subparsers: Any) -> None:
     q.set_defaults(handler=_silence_list)
     add_config_argument(q)
     for name, action in sub.choices.items():
-        if name != "silence":
+        if name not in ("silence", "user"):
             add_config_argument(action)

@@ -39,6 +39,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -194,6 +195,46 @@ outbox_table = Table(
     Column("provider_ref", String(64), index=True),  # the SMS provider's id for it; revision 0004
     Column("receipt", String(64)),  # the provider's delivery receipt: DELIVERED or its error code
     Column("receipt_at", _ts),
+)
+
+accounts_table = Table(  # revision 0005: inspectors, duty desk, supervisors (alerts/accounts.py)
+    "alerts_accounts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("name", String(64), nullable=False),
+    Column("phone", String(20), nullable=False),
+    Column("team", String(64), nullable=False),
+    Column("districts", Text, nullable=False),  # JSON list of district ids
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(255), nullable=False),  # argon2id
+    Column("disabled", Boolean, nullable=False),
+    Column("failed_logins", Integer, nullable=False),  # in a row
+    Column("locked_until", _ts),
+    Column("created_at", _ts, nullable=False),
+    Column("updated_at", _ts, nullable=False),
+)
+
+account_tokens_table = Table(  # revision 0005: access and refresh tokens, stored as SHA-256
+    "alerts_account_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("alerts_accounts.id"), nullable=False, index=True),
+    Column("session_id", String(32), nullable=False, index=True),  # a login; refresh keeps it
+    Column("kind", String(8), nullable=False),  # access | refresh
+    Column("created_at", _ts, nullable=False),
+    Column("expires_at", _ts, nullable=False),
+    Column("revoked_at", _ts),
+)
+
+task_photos_table = Table(  # revision 0005: evidence photos, kept with their SHA-256
+    "alerts_task_photos", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Integer, ForeignKey("alerts_tasks.id"), nullable=False, index=True),
+    Column("sha256", String(64), nullable=False),
+    Column("media_type", String(32), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("uploaded_by", String(128), nullable=False),
+    Column("uploaded_at", _ts, nullable=False),
 )
 
 engine_state_table = Table(  # revision 0002
@@ -648,15 +689,77 @@ class Store:
     # --- tasks ----------------------------------------------------------------------------
 
     def tasks(self, *, districts: Iterable[str] | None = None, status: str | None = None,
-              limit: int = 500) -> list[dict[str, Any]]:
-        """Tasks, newest first, optionally only of some districts or one status."""
+              assignee: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Tasks, newest first, optionally only of some districts, one status or one assignee."""
         query = select(tasks_table).order_by(tasks_table.c.id.desc()).limit(limit)
         if districts is not None:
             query = query.where(tasks_table.c.district.in_(list(districts)))
         if status is not None:
             query = query.where(tasks_table.c.status == status)
+        if assignee is not None:
+            query = query.where(tasks_table.c.assignee == assignee)
         with self.engine.connect() as conn:
             return [_task(row) for row in conn.execute(query).mappings().all()]
+
+    def desk_tasks(self, districts: Iterable[str], limit: int = 500) -> list[dict[str, Any]]:
+        """The districts' tasks not yet closed, the earliest due (so the overdue) first."""
+        query = (select(tasks_table)
+                 .where(tasks_table.c.district.in_(list(districts)),
+                        tasks_table.c.status != TaskStatus.CLOSED.value)
+                 .order_by(tasks_table.c.due_at, tasks_table.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [_task(row) for row in conn.execute(query).mappings().all()]
+
+    def alert(self, alert_id: str) -> Alert | None:
+        """One alert by id, or None."""
+        with self.engine.connect() as conn:
+            query = select(alerts_table).where(alerts_table.c.alert_id == alert_id)
+            row = conn.execute(query).mappings().first()
+        return _alert(row) if row is not None else None
+
+    def reassign(self, task_id: int, assignee: str, actor: str, now: datetime) -> bool:
+        """Give an open or claimed task to ``assignee`` (claimed by them). False if it is closed."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(tasks_table.c.assignee, tasks_table.c.status)
+                               .where(tasks_table.c.id == task_id).with_for_update()).mappings().first()
+            if row is None or row["status"] not in (TaskStatus.OPEN.value, TaskStatus.CLAIMED.value):
+                return False
+            conn.execute(update(tasks_table).where(tasks_table.c.id == task_id).values(
+                status=TaskStatus.CLAIMED.value, assignee=assignee, claimed_at=now))
+            _audit(conn, task_id, now, actor, "reassigned", f"{row['assignee'] or '-'} -> {assignee}")
+            return True
+
+    def add_photo(self, task_id: int, *, sha256: str, media_type: str, data: bytes, by: str,
+                  now: datetime, max_photos: int) -> bool:
+        """Keep a photo of a claimed task (once per SHA-256). False when the task has ``max_photos``."""
+        with self.engine.begin() as conn:
+            known = conn.execute(select(task_photos_table.c.sha256)
+                                 .where(task_photos_table.c.task_id == task_id)).scalars().all()
+            if sha256 in known:
+                return True
+            if len(known) >= max_photos:
+                return False
+            conn.execute(insert(task_photos_table).values(
+                task_id=task_id, sha256=sha256, media_type=media_type, size=len(data), data=data,
+                uploaded_by=by, uploaded_at=now))
+            _audit(conn, task_id, now, by, "photo_added", f"{sha256} {media_type} {len(data)} bytes")
+            return True
+
+    def photos(self, task_id: int) -> list[dict[str, Any]]:
+        """The task's photos without their bytes: sha256, media_type, size, uploaded_by, uploaded_at."""
+        cols = [task_photos_table.c.sha256, task_photos_table.c.media_type, task_photos_table.c.size,
+                task_photos_table.c.uploaded_by, task_photos_table.c.uploaded_at]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*cols).where(task_photos_table.c.task_id == task_id)
+                                .order_by(task_photos_table.c.id)).mappings().all()
+        return [dict(r) | {"uploaded_at": _aware(r["uploaded_at"])} for r in rows]
+
+    def photo(self, task_id: int, sha256: str) -> tuple[str, bytes] | None:
+        """A photo's type and bytes, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(task_photos_table.c.media_type, task_photos_table.c.data).where(
+                task_photos_table.c.task_id == task_id, task_photos_table.c.sha256 == sha256)).first()
+        return (row[0], bytes(row[1])) if row is not None else None
 
     def task(self, task_id: int) -> dict[str, Any] | None:
         """One task with its audit trail, or None."""
@@ -674,7 +777,7 @@ class Store:
         ]
         return out
 
-    def claim(self, task_id: int, assignee: str, now: datetime) -> bool:
+    def claim(self, task_id: int, assignee: str, now: datetime, actor: str | None = None) -> bool:
         """Claim an open task; exactly one of any number of concurrent claims succeeds.
 
         The conditional UPDATE (``WHERE status = 'open'``) is atomic on SQLite and PostgreSQL,
@@ -692,23 +795,26 @@ class Store:
                 )
                 if done.rowcount != 1:
                     return False
-                _audit(conn, task_id, now, assignee, "claimed", "")
+                _audit(conn, task_id, now, actor or assignee, "claimed", "" if actor is None else assignee)
                 return True
         except SQLAlchemyError as exc:
             raise TasksDbUnavailable(f"cannot claim task {task_id}: {exc}") from exc
 
     def close_task(self, task_id: int, actor: str, finding: str, evidence: dict[str, Any],
-                   now: datetime) -> bool:
+                   now: datetime, *, assignee: str | None = None) -> bool:
         """Close a claimed (or resolved) task with a finding and evidence.
 
         Returns:
-            False if the task is not claimed by ``actor``'s team member or already closed.
+            False if the task is not claimed (by ``assignee``, when given) or already closed.
         """
         with self.engine.begin() as conn:
+            where = [tasks_table.c.id == task_id,
+                     tasks_table.c.status.in_([TaskStatus.CLAIMED.value, TaskStatus.RESOLVED.value])]
+            if assignee is not None:
+                where.append(tasks_table.c.assignee == assignee)
             done = conn.execute(
                 update(tasks_table)
-                .where(tasks_table.c.id == task_id,
-                       tasks_table.c.status.in_([TaskStatus.CLAIMED.value, TaskStatus.RESOLVED.value]))
+                .where(*where)
                 .values(status=TaskStatus.CLOSED.value, closed_at=now, finding=finding,
                         evidence=json.dumps(evidence, ensure_ascii=False, default=str))
             )

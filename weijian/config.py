@@ -356,7 +356,7 @@ class AlertRoute(_Section):
 class AlertTeam(_Section):
     """``[[alerts.teams]]``: a supervision team's API bearer token and the districts it sees."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=60)  # audit rows name it: "team:<name>"
     token: SecretStr
     districts: list[Identifier] = Field(min_length=1)
 
@@ -379,6 +379,19 @@ class AlertsSettings(_Section):
     teams: list[AlertTeam] = []
     api_host: str = "127.0.0.1"
     api_port: int = Field(8090, ge=1, le=65535)
+    # HTTPS (docs/operations.md): the API serves TLS itself with both set; otherwise it serves
+    # plain HTTP only on a loopback api_host, unless api_allow_plain_http (behind a TLS proxy).
+    api_tls_cert: Path | None = None
+    api_tls_key: Path | None = None
+    api_allow_plain_http: bool = False
+    # Proxies whose X-Forwarded-Proto is believed (their addresses); loopback is always one.
+    api_trusted_proxies: list[str] = []
+    api_access_ttl_s: int = Field(900, ge=30, le=86_400)  # an inspector's access token
+    api_refresh_ttl_s: int = Field(43_200, ge=60, le=30 * 86_400)  # its refresh token (a shift)
+    api_max_failed_logins: int = Field(5, ge=1, le=100)  # in a row; then the account is locked
+    api_lockout_s: int = Field(900, ge=1, le=86_400)
+    api_photo_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
+    api_photos_per_task: int = Field(10, ge=1, le=100)
     wecom_url: str | None = None
     dingtalk_url: str | None = None
     dingtalk_secret: SecretStr | None = None
@@ -397,6 +410,12 @@ class AlertsSettings(_Section):
     # after the save (or at once when they change an alert), so a successor judges none twice.
     checkpoint_s: float = Field(0.5, gt=0)
     batch_interval_s: float = Field(0.02, gt=0)  # the alerts sessions' batching: alert latency
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> AlertsSettings:
+        if (self.api_tls_cert is None) != (self.api_tls_key is None):
+            raise ValueError("key 'api_tls_cert' and key 'api_tls_key' go together")
+        return self
 
 
 class Settings(BaseSettings):

@@ -23,7 +23,7 @@ from alerts.store import MIGRATION_LOCK_KEY, Store, _alembic_config, engine_url,
 from tests.alerts.conftest import free_port
 from tests.conftest import POSTGRES_DSN, ROOT
 
-HEAD = "0004"
+HEAD = "0005"
 WEIJIAN = Path(sys.executable).with_name("weijian")
 
 # A child process: import everything, say it is ready, wait for "go", then open a Store.

@@ -162,7 +162,7 @@ def test_two_processes_started_at_once_on_an_empty_database_both_run(
     finally:
         for p in procs:
             p.kill()
-    assert _rows(tasks_url, "SELECT version_num FROM alembic_version") == [("0004",)]
+    assert _rows(tasks_url, "SELECT version_num FROM alembic_version") == [("0005",)]
 
 
 def test_postgresql_down_for_a_minute_storage_goes_on_and_every_reading_is_judged_after(
