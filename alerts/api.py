@@ -73,8 +73,10 @@ def _text(value: str) -> str:
     return _clean(value, multiline=True)
 
 
-Line = Annotated[str, AfterValidator(_line)]
-Text = Annotated[str, AfterValidator(_text)]
+# The patterns put the rule in the OpenAPI document; the validators also refuse text that is
+# not valid Unicode (a lone surrogate), which no pattern can say.
+Line = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]*$"), AfterValidator(_line)]
+Text = Annotated[str, Field(pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"), AfterValidator(_text)]
 TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="task id")]
 
 
@@ -219,6 +221,7 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
     receipt_token = receipt_token or opts.receipt_token
     accounts = opts.accounts
     app = FastAPI(title="weijian inspection tasks", version="2",
+                  responses={400: {"model": ErrorBody, "description": "a body that cannot be parsed"}},
                   description="巡查核查任务: log in, list, show, claim, reassign and close inspection tasks, "
                               "with photos and positions; the mobile web app is at /app/.")
 
