@@ -7,6 +7,10 @@ const store = window.sessionStorage;
 const SEV = { critical: "严重", warning: "警告", info: "提示" };
 const STATUS = { open: "待认领", claimed: "处置中", resolved: "待办结", closed: "已办结" };
 const ROLE = { inspector: "巡查员", duty_desk: "值班员", supervisor: "督导", team: "团队令牌" };
+const ACTION = { created: "生成任务", claimed: "认领", photo_added: "上传照片", closed: "办结", reassigned: "改派",
+  escalated: "任务超时升级", alert_escalated: "告警升级", alert_resolved: "告警恢复", alert_acknowledged: "告警确认" };
+const FAILED = { 403: "无权进行此操作", 404: "任务不存在或不属于您的辖区", 409: "任务状态已变化，请刷新",
+  413: "照片过大", 415: "仅支持 JPEG、PNG、WebP 照片", 503: "服务暂不可用，请稍后重试" };
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -59,7 +63,8 @@ async function api(path, options = {}, again = true) {
   if (!r.ok) {
     let detail = r.statusText;
     try { detail = (await r.json()).detail; } catch { /* not JSON */ }
-    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    const known = FAILED[r.status];
+    throw new Error(known || (typeof detail === "string" ? detail : "输入有误（" + r.status + "）"));
   }
   return r;
 }
@@ -122,9 +127,11 @@ const pages = {
           site.map_url ? el("a", { href: site.map_url, target: "_blank", rel: "noopener" }, "地图") : ""),
         el("dt", {}, "告警时间"), el("dd", {}, when(t.created_at)),
         el("dt", {}, "办结时限"), el("dd", {}, when(t.due_at)),
-        el("dt", {}, "结论"), el("dd", { id: "finding" }, t.finding || "—")));
+        el("dt", {}, "结论"), el("dd", { id: "finding" }, t.evidence && t.evidence.finding_text
+          ? t.evidence.finding_text + "。" + (t.finding || "") : (t.finding || "—"))));
     document.getElementById("audit").replaceChildren(...(t.audit || []).map(
-      (a) => el("li", {}, when(a.at), " ", a.actor, " ", a.action, a.detail ? "：" + a.detail : "")));
+      (a) => el("li", {}, when(a.at), " ", a.actor === "system" ? "系统" : a.actor, " ",
+        ACTION[a.action] || a.action, a.detail ? "：" + a.detail : "")));
     chart(id);
     const claim = document.getElementById("claim");
     if (t.status === "open" && role !== "supervisor") {
@@ -174,8 +181,10 @@ async function chart(id) {
     limit.setAttribute("stroke", "#c62828"); limit.setAttribute("stroke-dasharray", "4 3");
     svg.append(limit);
   }
-  note.textContent = (data.title || data.metric) + "：" + pts.length + " 个读数，最高 " + Math.max(...ys)
-    + " " + (data.unit || "") + (data.threshold !== null ? "，限值 " + data.threshold : "");
+  const top = Math.max(...ys);
+  note.textContent = (data.title || data.metric) + "：" + pts.length + " 个读数，最高 "
+    + (Math.round(top * 100) / 100) + " " + (data.unit || "")
+    + (data.threshold !== null && data.threshold !== undefined ? "，限值 " + data.threshold : "");
 }
 
 function closing(id, t) {
