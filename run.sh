@@ -24,6 +24,7 @@ install_system_packages() {
     # that Chinese renders as text, not boxes, in the screenshots (and in reports).
     if [ "$1" = test ]; then
         [ -x /usr/bin/chromium ] || missing+=(chromium)
+        [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)  # for WebDriver clients; Playwright needs none
         compgen -G '/usr/share/fonts/opentype/noto/NotoSansCJK*' >/dev/null || missing+=(fonts-noto-cjk)
     fi
     if [ ${#missing[@]} -gt 0 ]; then

@@ -81,9 +81,12 @@ async def test_alert_to_closed_task_in_a_phone_browser(  # type: ignore[no-untyp
     cfg.write_text(f'[tasks]\nurl = "{url}"\n[registry]\npath = "{REGISTRY}"\n'
                    f'[influx]\nurl = "{influxd.url}"\ndatabase = "{influx_db}"\n'
                    f'[alerts]\napi_host = "127.0.0.1"\napi_port = {port}\n', encoding="utf-8")
-    for user, name, district in (("wang", "王建国", "chengguan"), ("zhao", "赵丽", "xinhe")):
+    for user, name, district, role in (("wang", "王建国", "chengguan", "inspector"),
+                                       ("zhao", "赵丽", "xinhe", "inspector"),
+                                       ("desk", "值班员", "chengguan", "duty_desk")):
         code, err = await weijian("tasks", "user", "add", user, "--name", name, "--district", district,
-                                  "--password-stdin", "--config", str(cfg), stdin=f"{user}-password-1\n")
+                                  "--role", role, "--password-stdin", "--config", str(cfg),
+                                  stdin=f"{user}-password-1\n")
         assert code == 0, err
     server = await asyncio.create_subprocess_exec(sys.executable, "-m", "weijian", "tasks", "serve",
                                                   "--config", str(cfg), cwd=ROOT,
@@ -130,6 +133,19 @@ async def test_alert_to_closed_task_in_a_phone_browser(  # type: ignore[no-untyp
             assert await page.inner_text("#status") == "处置中"
             assert await page.inner_text("#assignee") == "wang"
             await shot(page, shots, "04-claimed")
+            # The duty desk, meanwhile: every open task of its districts, overdue first.
+            desk = await (await browser.new_context(**PHONE)).new_page()
+            await desk.goto(f"{base}/app/login")
+            await desk.fill("input[name=username]", "desk")
+            await desk.fill("input[name=password]", "desk-password-1")
+            await desk.click("button[type=submit]")
+            await desk.wait_for_url(f"{base}/app/")
+            await desk.click("a[data-nav=desk]")
+            await desk.wait_for_url(f"{base}/app/desk")
+            row = desk.locator(f"#tasks li[data-task='{task_id}']")
+            await row.wait_for()
+            assert "已超时" in await row.inner_text() and "wang" in await row.inner_text()
+            await shot(desk, shots, "08-desk")
             await page.select_option("select[name=finding_code]", "confirmed_fixed")
             finding = "现场核查：上游管网施工扰动，已责令冲洗管网并复测合格。"
             await page.fill("textarea[name=finding]", finding)
