@@ -20,12 +20,14 @@ install_system_packages() {
     if [ "$1" = test ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
         missing+=(postgresql)
     fi
-    # The app's browser tests: Debian's Chromium (Playwright drives it), and a CJK font so
-    # that Chinese renders as text, not boxes, in the screenshots (and in reports).
+    # A CJK font for the monthly report's PDF (weijian report monthly, also on the demo's data);
+    # it also makes Chinese render as text, not boxes, in the app tests' screenshots.
+    compgen -G '/usr/share/fonts/opentype/noto/NotoSansCJK*' >/dev/null || missing+=(fonts-noto-cjk)
+    # The app's browser tests drive Debian's Chromium with Playwright.
     if [ "$1" = test ]; then
         [ -x /usr/bin/chromium ] || missing+=(chromium)
         [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)  # for WebDriver clients; Playwright needs none
-        compgen -G '/usr/share/fonts/opentype/noto/NotoSansCJK*' >/dev/null || missing+=(fonts-noto-cjk)
+        command -v pdffonts >/dev/null 2>&1 || missing+=(poppler-utils)  # the report tests read the PDF
     fi
     if [ ${#missing[@]} -gt 0 ]; then
         echo "run.sh: installing system packages: ${missing[*]}"

@@ -227,8 +227,106 @@ def _user(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
 
 
+def _report_inputs(args: argparse.Namespace) -> Any:
+    from alerts.statistics import month_period
+    from alerts.store import Store
+    from weijian.errors import ConfigError
+    from weijian.registry import load_registry
+    from weijian.rules import load_rule_packs
+
+    settings = load_settings(args.config)
+    try:
+        period = month_period(args.month)
+    except ValueError as exc:
+        raise UsageError(f"--month: {exc}") from exc
+    registry = load_registry(settings.registry.path)
+    if args.district is not None and args.district not in registry.districts:
+        known = ", ".join(sorted(registry.districts))
+        raise ConfigError(f"--district {args.district!r}: not a district of {settings.registry.path} "
+                          f"(known: {known})")
+    packs = load_rule_packs(settings.alerts.rules_dir) if settings.alerts.rules_dir else load_rule_packs()
+    store = Store(settings.tasks.url, settings.alerts.db_timeout_s)
+    return settings, period, registry, packs, store
+
+
+def _compute(args: argparse.Namespace) -> Any:
+    import asyncio
+
+    from alerts.statistics import compute_report
+    from weijian.errors import InfluxUnavailable
+
+    settings, period, registry, packs, store = _report_inputs(args)
+
+    def progress(text: str) -> None:
+        print(f"report: {text}", file=sys.stderr, flush=True)
+
+    try:
+        report = asyncio.run(compute_report(settings.influx, store.engine, registry, packs, period,
+                                            args.district, progress=progress))
+    except InfluxUnavailable as exc:
+        print(f"InfluxDB ({settings.influx.url}) is unavailable: {exc}", file=sys.stderr)
+        return None, registry
+    finally:
+        store.close()
+    if not any(d.received for d in report.devices) and not report.exceedances:
+        where = f" in district {args.district}" if args.district else ""
+        print(f"no readings and no alerts between {period.start:%Y-%m-%d %H:%M} and "
+              f"{period.end:%Y-%m-%d %H:%M} UTC{where} (database {settings.influx.database!r} at "
+              f"{settings.influx.url})", file=sys.stderr)
+        return None, registry
+    return report, registry
+
+
+def _report_monthly(args: argparse.Namespace) -> int:
+    from alerts.report import write_report
+
+    report, registry = _compute(args)
+    if report is None:
+        return 1
+    names = {d: registry.districts[d].name for d in registry.districts}
+    year, month = report.period.label.split("-")
+    scope = names.get(args.district, "") if args.district else "全辖区"
+    title = f"卫生监督在线监测月报（{scope}，{year}年{int(month)}月）"
+    for path in write_report(report, args.out, names, title):
+        print(path)
+    return 0
+
+
+def _report_risk(args: argparse.Namespace) -> int:
+    report, _ = _compute(args)
+    if report is None:
+        return 1
+    print("risk   site               compliance completeness alerts on-time  name")
+    for s in sorted(report.sites, key=lambda s: (-s.risk, s.site.id))[: args.top]:
+        def pct(v: float | None) -> str:
+            return "   -  " if v is None else f"{100 * v:6.1f}"
+        print(f"{s.risk:5.1f}  {s.site.id:<18} {pct(s.compliance)}     {pct(s.completeness)}     "
+              f"{s.alerts:>4}   {pct(s.tasks.on_time)}  {s.site.name}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
-    """Add ``weijian tasks`` and its actions."""
+    """Add ``weijian tasks`` and ``weijian report`` and their actions."""
+    from pathlib import Path
+
+    report = subparsers.add_parser("report", help="the figures an institute reports: compliance, "
+                                   "completeness, response (docs/reports.md)")
+    rsub = report.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, what, handler in (
+        ("monthly", "write the month's report as PDF, XLSX and CSV into --out; prints the files",
+         _report_monthly),
+        ("risk", "list the sites that should be inspected more (the risk score, highest first)",
+         _report_risk),
+    ):
+        q = rsub.add_parser(name, help=what)
+        q.add_argument("--month", required=True, help="YYYY-MM, a China-time month")
+        q.add_argument("--district", help="only this district")
+        if name == "monthly":
+            q.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the files")
+        else:
+            q.add_argument("--top", type=int, default=20, help="how many sites (default 20)")
+        q.set_defaults(handler=handler)
+        add_config_argument(q)
     tasks = subparsers.add_parser("tasks", help="inspection tasks (巡查核查任务), notifications, task API")
     sub = tasks.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub.add_parser("list", help="list tasks, newest first")

@@ -15,7 +15,7 @@ import httpx
 from weijian.config import InfluxSettings
 from weijian.errors import InfluxUnavailable
 
-__all__ = ["query", "quote_ident", "quote_string"]
+__all__ = ["query", "query_many", "quote_ident", "quote_string"]
 
 
 def quote_string(value: str) -> str:
@@ -34,7 +34,18 @@ async def query(settings: InfluxSettings, q: str, *, epoch: str = "ms") -> list[
     Raises:
         InfluxUnavailable: InfluxDB cannot be reached, refused the query or answered an error.
     """
-    params = {"q": q, "epoch": epoch}
+    return (await query_many(settings, [q], epoch=epoch))[0]
+
+
+async def query_many(settings: InfluxSettings, statements: list[str], *,
+                     epoch: str = "ms") -> list[list[dict[str, Any]]]:
+    """Several statements in one request: the ``series`` of each, in order.
+
+    Raises:
+        InfluxUnavailable: InfluxDB cannot be reached, refused the query or answered an error.
+    """
+    q = ";".join(statements)
+    params = {"epoch": epoch}
     headers = {}
     if settings.api == "v2":
         params["db"] = settings.bucket or settings.database
@@ -50,15 +61,19 @@ async def query(settings: InfluxSettings, q: str, *, epoch: str = "ms") -> list[
     url = settings.url.rstrip("/") + "/query"
     try:
         async with httpx.AsyncClient(timeout=settings.timeout_s) as client:
-            response = await client.get(url, params=params, headers=headers)
+            # POST: many statements do not fit a URL; the 1.x API takes q from the form body.
+            response = await client.post(url, params=params, data={"q": q}, headers=headers)
     except httpx.HTTPError as exc:
         raise InfluxUnavailable(f"{settings.url}: {type(exc).__name__}: {exc}") from exc
     if response.status_code != 200:
         raise InfluxUnavailable(f"{settings.url}: HTTP {response.status_code}: {response.text[:200]}")
+    if "error" in response.json():
+        raise InfluxUnavailable(f"{settings.url}: {response.json()['error']}")
     results = response.json().get("results", [])
-    if not results:
-        return []
-    if "error" in results[0]:
-        raise InfluxUnavailable(f"{settings.url}: {results[0]['error']}")
-    series: list[dict[str, Any]] = results[0].get("series", [])
-    return series
+    out: list[list[dict[str, Any]]] = []
+    for i in range(len(statements)):
+        result: dict[str, Any] = next((r for r in results if r.get("statement_id", -1) == i), {})
+        if "error" in result:
+            raise InfluxUnavailable(f"{settings.url}: {result['error']}")
+        out.append(result.get("series", []))
+    return out

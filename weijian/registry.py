@@ -100,6 +100,9 @@ class Device(_Entry):
     profile: str = Field(min_length=1)
     metrics: tuple[str, ...] = Field(min_length=1)
     kind: Kind | None = None  # defaults to the site's kind
+    # How often the device reports (its gateway's poll interval): readings expected per period
+    # in the monthly report's completeness (docs/reports.md).
+    interval_s: float = Field(60.0, gt=0, le=86_400)
 
 
 class Site(_Entry):
