@@ -437,5 +437,9 @@ def _summary(demo: Demo, codes: dict[str, int], failed: list[str]) -> None:
         c.print(f"query: curl -G {demo.influx.url}/query --data-urlencode db={_DATABASE} "
                 "--data-urlencode \"q=SELECT count(*) FROM cold_chain\"")
         c.print(f"stop them: kill {demo.broker.pid} {demo.influx.pid}")
+        if demo.clock:
+            month = datetime.fromisoformat(demo.clock["origin"]).astimezone(_CHINA).strftime("%Y-%m")
+            c.print(f"report: weijian report monthly --month {month} --config {demo.workdir / 'ingest.toml'} "
+                    f"--out {demo.workdir / 'report'}")
     else:
         c.print("services stopped; start with --keep to query InfluxDB afterwards")
