@@ -289,7 +289,36 @@ def _report_monthly(args: argparse.Namespace) -> int:
     title = f"卫生监督在线监测月报（{scope}，{year}年{int(month)}月）"
     for path in write_report(report, args.out, names, title):
         print(path)
+    if not args.no_store:
+        _store_figures(args, report)
     return 0
+
+
+def _store_figures(args: argparse.Namespace, report: Any) -> None:
+    """The figures into InfluxDB (``report_monthly``) for the statistics dashboard."""
+    import asyncio
+
+    from alerts.report import FIGURES_MEASUREMENT, figure_lines
+    from ingest.service import make_writer
+    from weijian.errors import InfluxError
+
+    settings = load_settings(args.config)
+    lines = figure_lines(report)
+
+    async def write() -> None:
+        writer = make_writer(settings)
+        try:
+            await writer.write("\n".join(lines).encode())
+        finally:
+            await writer.aclose()
+
+    try:
+        asyncio.run(write())
+    except InfluxError as exc:
+        print(f"the figures were not stored in InfluxDB ({exc}); the files are complete", file=sys.stderr)
+        return
+    print(f"report: {len(lines)} figure points stored in InfluxDB measurement {FIGURES_MEASUREMENT}",
+          file=sys.stderr)
 
 
 def _report_risk(args: argparse.Namespace) -> int:
@@ -323,6 +352,8 @@ def register(subparsers: Any) -> None:
         q.add_argument("--district", help="only this district")
         if name == "monthly":
             q.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the files")
+            q.add_argument("--no-store", action="store_true",
+                           help="do not write the figures to InfluxDB (report_monthly, for Grafana)")
         else:
             q.add_argument("--top", type=int, default=20, help="how many sites (default 20)")
         q.set_defaults(handler=handler)

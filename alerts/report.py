@@ -404,3 +404,28 @@ def _draw_table(fig: Any, box: list[float], table: Table) -> None:
     t.auto_set_font_size(False)
     t.set_fontsize(6 if len(table.header) > 8 else 9)
     t.scale(1, 1.3)
+
+
+FIGURES_MEASUREMENT = "report_monthly"
+
+
+def figure_lines(report: Report) -> list[str]:
+    """The report's figures per district (and per kind, and ``kind=all``) as InfluxDB line protocol.
+
+    Measurement ``report_monthly``, tags ``district`` and ``kind``, time = the period's start;
+    fields ``compliance_pct``, ``completeness_pct``, ``valid_rate_pct``, ``on_time_pct`` (each
+    only when defined), ``alerts``, ``tasks``, ``devices``. The statistics dashboard reads
+    these, so Grafana shows the report's own figures, by the report's definitions.
+    """
+    at = int(report.period.start.timestamp()) * 1_000_000_000
+    pooled = report.group(lambda s: f"{s.site.district}|{s.site.kind.value}")
+    pooled |= {f"{d}|all": f for d, f in report.group(lambda s: s.site.district).items()}
+    out = []
+    for key, f in sorted(pooled.items()):
+        district, kind = key.split("|")
+        fields = {"compliance_pct": _pct(f.compliance), "completeness_pct": _pct(f.completeness),
+                  "valid_rate_pct": _pct(f.valid_rate), "on_time_pct": _pct(f.tasks.on_time)}
+        body = [f"{k}={v!r}" for k, v in fields.items() if v is not None]
+        body += [f"alerts={f.alerts}i", f"tasks={f.tasks.created}i", f"devices={len(f.devices)}i"]
+        out.append(f"{FIGURES_MEASUREMENT},district={district},kind={kind} {','.join(body)} {at}")
+    return out

@@ -297,11 +297,46 @@ def tasks_board() -> Dashboard:
     ).build()
 
 
+def statistics_board() -> Dashboard:
+    """监测统计（月度）: the monthly report's compliance and completeness per district.
+
+    Reads ``report_monthly``, which ``weijian report monthly`` writes: the same figures, by the
+    same definitions, as the report's PDF and workbook (docs/reports.md).
+    """
+    pct = [Threshold(value=None, color="red"), Threshold(value=90, color="orange"),
+           Threshold(value=95, color="green")]
+    board = (
+        _board("weijian-statistics", "监测统计（月度）", "now-1y")
+        .with_variable(_query_variable("district", "区域", influxql.districts_variable()))
+        .with_panel(timeseries_panel("各区域月度合格率",
+                                     [InfluxQL("A", influxql.monthly_figure("compliance_pct"))],
+                                     influx_ref(), "percent", pct,
+                                     "标记为 N 的读数中符合限值的比例；"
+                                     "M、C、F、D、B、S、T 标记的读数不参与判定。")
+                    .min(0).max(100))
+        .with_panel(timeseries_panel("各区域月度数据完整率",
+                                     [InfluxQL("A", influxql.monthly_figure("completeness_pct"))],
+                                     influx_ref(), "percent", pct, "接收读数 / 按设备上报间隔应收读数。")
+                    .min(0).max(100))
+        .with_panel(timeseries_panel("各区域月度处置及时率",
+                                     [InfluxQL("A", influxql.monthly_figure("on_time_pct"))],
+                                     influx_ref(), "percent", pct, "按时办结任务 / 已办结或已到期任务。")
+                    .min(0).max(100))
+        .with_panel(table_panel(
+            "最近月份：各区域各类别", [InfluxQL("A", influxql.monthly_table(), "table")], influx_ref(),
+            [rename({"district": "区域", "kind": "类别", "compliance_pct": "合格率(%)",
+                     "completeness_pct": "数据完整率(%)", "valid_rate_pct": "有效率(%)",
+                     "on_time_pct": "处置及时率(%)", "alerts": "告警数", "tasks": "任务数"})],
+        ).span(24))
+    )
+    return board.build()
+
+
 def build_all(packs: Mapping[Kind, RulePack], options: BoardOptions) -> list[Dashboard]:
     """Every dashboard, overview first."""
     boards = [overview(options)]
     boards += [kind_dashboard(kind, packs.get(kind), options) for kind in Kind]
-    boards += [site_drilldown(), tasks_board()]
+    boards += [site_drilldown(), tasks_board(), statistics_board()]
     return boards
 
 

@@ -172,3 +172,24 @@ def sites_variable(kind: Kind | None = None) -> str:
 def devices_variable() -> str:
     """Values of ``$device`` at the chosen site(s)."""
     return f'SHOW TAG VALUES FROM {KINDS_REGEX} WITH KEY = "device_id" WHERE "site_id" =~ /^$site$/'
+
+
+def monthly_figure(field: str) -> str:
+    """One figure of ``weijian report monthly`` (``report_monthly``) per district and month.
+
+    The points are the report's own figures (docs/reports.md), one per district and month at
+    the month's start, written by the report command: the dashboard and the report cannot
+    disagree.
+    """
+    return (f'SELECT last("{field}") AS "{field}" FROM "report_monthly" '
+            f"WHERE \"kind\" = 'all' AND \"district\" =~ /^$district$/ AND $timeFilter "
+            f'GROUP BY time(1d), "district" fill(none)')
+
+
+def monthly_table() -> str:
+    """The latest month's figures per district and kind."""
+    return ('SELECT last("compliance_pct") AS "compliance_pct", '
+            'last("completeness_pct") AS "completeness_pct", '
+            'last("valid_rate_pct") AS "valid_rate_pct", last("on_time_pct") AS "on_time_pct", '
+            'last("alerts") AS "alerts", last("tasks") AS "tasks" FROM "report_monthly" '
+            'WHERE "district" =~ /^$district$/ AND $timeFilter GROUP BY "district", "kind"')

@@ -21,6 +21,8 @@ from openpyxl import load_workbook
 from alerts.engine import Alert
 from alerts.statistics import compute_report, month_period, risk_score
 from alerts.store import NewTask, Store
+from dashboards.boards import BoardOptions, build_all, panel_targets, to_json
+from dashboards.templating import TimeRange, substitute
 from tests.e2e.conftest import dump_toml
 from weijian.config import InfluxSettings
 from weijian.contract import AlertState, Kind
@@ -312,6 +314,25 @@ def test_monthly_report_files_pdf_with_chinese_text_and_xlsx_with_the_same_numbe
     assert risk.returncode == 0, risk.stderr
     order = [line.split()[1] for line in risk.stdout.splitlines()[1:]]
     assert order[:3] == ["rp-c", "rp-b", "rp-a"]  # no data at all is the highest risk
+    # The figures went to InfluxDB, and the statistics dashboard's panels show them.
+    assert "figure points stored" in done.stderr
+    board = next(b for b in build_all(default_rule_packs(), BoardOptions()) if b.uid == "weijian-statistics")
+    influx: InfluxSettings = month["influx"]  # type: ignore[assignment]
+    span = TimeRange(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 31, tzinfo=UTC))
+    shown = {}
+    for title, target in panel_targets(to_json(board)):
+        q = substitute(target["query"], span, {"district": ["chengguan"]})
+        series = httpx.get(f"{influx.url}/query", params={"db": influx.database, "q": q}).json()
+        for s in series["results"][0].get("series", []):
+            shown[(title, s["tags"].get("kind", "all"))] = dict(
+                zip(s["columns"], s["values"][-1], strict=True)
+            )
+    compliance = shown[("各区域月度合格率", "all")]["compliance_pct"]
+    assert compliance == round(100 * (1380 + 1420) / (1390 + 1440), 2)  # rp-a and rp-b pooled, as the PDF
+    assert shown[("各区域月度处置及时率", "all")]["on_time_pct"] == round(100 / 3, 2)
+    assert shown[("最近月份：各区域各类别", "drinking_water")]["completeness_pct"] == round(
+        100 * 1420 / 1440, 2
+    )
 
 
 def test_clear_errors_for_no_data_an_unknown_district_and_influxdb_down(

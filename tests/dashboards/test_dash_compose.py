@@ -50,7 +50,7 @@ def test_every_bind_mount_points_at_a_file_we_ship_or_build(tmp_path: Path) -> N
             targets[target] = source
     assert (stage / targets["/etc/grafana/provisioning/datasources"] / "weijian.yaml").is_file()
     assert (stage / targets["/etc/grafana/provisioning/dashboards"] / "weijian.yaml").is_file()
-    assert len(list((stage / targets[DASHBOARDS_PATH]).glob("*.json"))) == 7
+    assert len(list((stage / targets[DASHBOARDS_PATH]).glob("*.json"))) == 8
     sources = yaml.safe_load((stage / "grafana/provisioning/datasources/weijian.yaml").read_text())
     urls = {s["type"]: s["url"] for s in sources["datasources"]}
     assert urls == {"influxdb": "http://influxdb:8086", "grafana-postgresql-datasource": "postgres:5432"}

@@ -115,7 +115,7 @@ class _Board(BaseModel):
 
 def test_every_board_has_the_keys_grafana_requires(boards: list[dict[str, Any]]) -> None:
     uids = [_Board.model_validate(b).uid for b in boards]
-    assert len(set(uids)) == len(uids) == 7
+    assert len(set(uids)) == len(uids) == 8
     for board in boards:
         for panel in board["panels"]:
             for inner in [panel, *panel.get("panels", [])]:
@@ -143,7 +143,7 @@ def test_build_writes_provisioning_grafana_reads(tmp_path: Path) -> None:
     assert provider["type"] == "file" and provider["options"]["path"] == DASHBOARDS_PATH
     assert {"name", "orgId", "folder", "folderUid"} <= set(provider)
     files = sorted(p.name for p in (tmp_path / "dashboards").glob("*.json"))
-    assert len(files) == 7
+    assert len(files) == 8
     for file in files:
         board = json.loads((tmp_path / "dashboards" / file).read_text())
         assert file == f"{board['uid']}.json"

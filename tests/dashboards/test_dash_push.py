@@ -28,7 +28,7 @@ def test_push_creates_then_updates_by_uid(boards: list[dict[str, Any]]) -> None:
         assert ("GET", "/api/folders/weijian", 404) in state.requests
         assert ("POST", "/api/folders", 200) in state.requests
         assert ("GET", "/api/datasources/uid/weijian-influxdb", 404) in state.requests
-        assert state.requests.count(("POST", "/api/dashboards/db", 200)) == 7
+        assert state.requests.count(("POST", "/api/dashboards/db", 200)) == 8
         uids = set(state.dashboards)
 
         state.requests.clear()
@@ -39,7 +39,7 @@ def test_push_creates_then_updates_by_uid(boards: list[dict[str, Any]]) -> None:
         assert ("PUT", "/api/datasources/uid/weijian-tasks", 200) in state.requests
         assert not [r for r in state.requests if r[0] == "POST" and r[1] != "/api/dashboards/db"]
         assert all(status == 200 for _, _, status in state.requests)
-        assert set(state.dashboards) == uids and len(uids) == 7
+        assert set(state.dashboards) == uids and len(uids) == 8
         assert {d["version"] for d in state.dashboards.values()} == {2}
         assert {d["folderUid"] for d in state.dashboards.values()} == {"weijian"}
         assert set(state.datasources) == {"weijian-influxdb", "weijian-tasks"}
@@ -62,6 +62,6 @@ def test_an_unreachable_grafana_is_a_push_failure(boards: list[dict[str, Any]]) 
 def test_the_cli_pushes_with_url_and_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with grafana_standin(TOKEN) as (url, state):
         assert main(["dashboards", "push", "--url", url, "--token", TOKEN]) == 0
-        assert "created 3, updated 7" in capsys.readouterr().out
+        assert "created 3, updated 8" in capsys.readouterr().out
         assert main(["dashboards", "push", "--url", url, "--token", "nope"]) == 1
-        assert len(state.dashboards) == 7
+        assert len(state.dashboards) == 8
