@@ -300,10 +300,13 @@ def _pdf(report: Report, built: Sequence[Table], path: Path, title: str) -> Path
     import matplotlib
 
     matplotlib.use("Agg")
+    import logging
+
     from matplotlib import font_manager
     from matplotlib import pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # it logs every subset table at INFO
     font = cjk_font()
     font_manager.fontManager.addfont(font)
     name = font_manager.FontProperties(fname=font).get_name()
