@@ -228,7 +228,7 @@ def _user(args: argparse.Namespace) -> int:
 
 
 def _report_inputs(args: argparse.Namespace) -> Any:
-    from alerts.statistics import month_period
+    from alerts.statistics import days_period, month_period
     from alerts.store import Store
     from weijian.errors import ConfigError
     from weijian.registry import load_registry
@@ -236,9 +236,16 @@ def _report_inputs(args: argparse.Namespace) -> Any:
 
     settings = load_settings(args.config)
     try:
-        period = month_period(args.month)
+        if args.month is not None:
+            if args.since or args.until:
+                raise ValueError("give --month, or --from and --to, not both")
+            period = month_period(args.month)
+        elif args.since and args.until:
+            period = days_period(args.since, args.until)
+        else:
+            raise ValueError("give --month YYYY-MM, or --from and --to (YYYY-MM-DD)")
     except ValueError as exc:
-        raise UsageError(f"--month: {exc}") from exc
+        raise UsageError(f"the period: {exc}") from exc
     registry = load_registry(settings.registry.path)
     if args.district is not None and args.district not in registry.districts:
         known = ", ".join(sorted(registry.districts))
@@ -284,10 +291,14 @@ def _report_monthly(args: argparse.Namespace) -> int:
     if report is None:
         return 1
     names = {d: registry.districts[d].name for d in registry.districts}
-    year, month = report.period.label.split("-")
+    units = {u: registry.units[u].name for u in registry.units}
     scope = names.get(args.district, "") if args.district else "全辖区"
-    title = f"卫生监督在线监测月报（{scope}，{year}年{int(month)}月）"
-    for path in write_report(report, args.out, names, title):
+    if args.month is not None:
+        year, month = report.period.label.split("-")
+        title = f"卫生监督在线监测月报（{scope}，{year}年{int(month)}月）"
+    else:
+        title = f"卫生监督在线监测统计报告（{scope}，{args.since} 至 {args.until}）"
+    for path in write_report(report, args.out, names, title, units):
         print(path)
     if not args.no_store:
         _store_figures(args, report)
@@ -348,7 +359,10 @@ def register(subparsers: Any) -> None:
          _report_risk),
     ):
         q = rsub.add_parser(name, help=what)
-        q.add_argument("--month", required=True, help="YYYY-MM, a China-time month")
+        q.add_argument("--month", help="YYYY-MM, a China-time month")
+        q.add_argument("--from", dest="since", metavar="YYYY-MM-DD",
+                       help="instead of --month: the first day of the period (China time)")
+        q.add_argument("--to", dest="until", metavar="YYYY-MM-DD", help="the day after the period's last")
         q.add_argument("--district", help="only this district")
         if name == "monthly":
             q.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the files")

@@ -96,8 +96,10 @@ _FIGURES = [
 ]
 
 
-def tables(report: Report, district_names: dict[str, str]) -> list[Table]:
+def tables(report: Report, district_names: dict[str, str],
+           unit_names: dict[str, str] | None = None) -> list[Table]:
     """Every table of the report, in the order the PDF prints them."""
+    unit_names = unit_names or {}
     total = report.total
     summary = Table("summary", "汇总", ["指标", "数值"], [])
     row = _figures_row("全部", total)
@@ -122,6 +124,13 @@ def tables(report: Report, district_names: dict[str, str]) -> list[Table]:
             ]
             for k, f in sorted(by_kind_district.items())
         ],
+    )
+    by_unit = report.group(lambda s: s.site.unit)
+    units = Table(
+        "units",
+        "各单位",
+        ["单位编号", "单位", *_FIGURES[1:]],
+        [[u, *_figures_row(unit_names.get(u, u), f)] for u, f in sorted(by_unit.items())],
     )
     sites = Table(
         "sites",
@@ -240,7 +249,7 @@ def tables(report: Report, district_names: dict[str, str]) -> list[Table]:
             for e in report.exceedances
         ],
     )
-    return [summary, districts, kinds, sites, metrics, completeness, rules, exceedances]
+    return [summary, districts, kinds, units, sites, metrics, completeness, rules, exceedances]
 
 
 def _days(report: Report) -> list[Any]:
@@ -249,11 +258,12 @@ def _days(report: Report) -> list[Any]:
     return [start + timedelta(days=i) for i in range(n)]
 
 
-def write_report(report: Report, out: Path, district_names: dict[str, str], title: str) -> list[Path]:
+def write_report(report: Report, out: Path, district_names: dict[str, str], title: str,
+                 unit_names: dict[str, str] | None = None) -> list[Path]:
     """Write ``<out>/report-<period>[-<district>].pdf``, ``.xlsx`` and one CSV per table."""
     out.mkdir(parents=True, exist_ok=True)
     stem = f"report-{report.period.label}" + (f"-{report.district}" if report.district else "")
-    built = tables(report, district_names)
+    built = tables(report, district_names, unit_names)
     written = [_pdf(report, built, out / f"{stem}.pdf", title), _xlsx(built, out / f"{stem}.xlsx", title)]
     for table in built:
         path = out / f"{stem}-{table.stem}.csv"
@@ -375,7 +385,7 @@ def _pdf(report: Report, built: Sequence[Table], path: Path, title: str) -> Path
         fig.tight_layout()
         pdf.savefig(fig)
         plt.close(fig)
-        for stem in ("sites", "exceedances"):
+        for stem in ("units", "sites", "exceedances"):
             _table_pages(pdf, plt, by_name[stem], a4)
     return path
 

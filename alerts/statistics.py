@@ -47,7 +47,8 @@ from weijian.influxql import query_many, quote_ident, quote_string
 from weijian.registry import Registry, Site
 from weijian.rules import Rule, RulePack, RuleType, rules_for_site
 
-__all__ = ["FLAGS", "Period", "Report", "SiteFigures", "compute_report", "month_period", "risk_score"]
+__all__ = ["FLAGS", "Period", "Report", "SiteFigures", "compute_report", "days_period", "month_period",
+           "risk_score"]
 
 CHINA = timezone(timedelta(hours=8))
 FLAGS = ("M", "C", "F", "D", "B", "S", "T")
@@ -81,6 +82,22 @@ def month_period(month: str) -> Period:
         raise ValueError(f"month {month!r}: expected YYYY-MM, e.g. 2026-11") from exc
     end = datetime(year + (mon == 12), 1 if mon == 12 else mon + 1, 1, tzinfo=CHINA)
     return Period(start.astimezone(UTC), end.astimezone(UTC), f"{year}-{mon:02d}")
+
+
+def days_period(first: str, after_last: str) -> Period:
+    """China-time days ``[first, after_last)``, ``YYYY-MM-DD`` each (a quarter, a year...).
+
+    Raises:
+        ValueError: not dates, or not in order.
+    """
+    try:
+        start = datetime.strptime(first, "%Y-%m-%d").replace(tzinfo=CHINA)
+        end = datetime.strptime(after_last, "%Y-%m-%d").replace(tzinfo=CHINA)
+    except ValueError as exc:
+        raise ValueError(f"--from {first!r} --to {after_last!r}: expected YYYY-MM-DD dates") from exc
+    if end <= start:
+        raise ValueError(f"--to {after_last} is not after --from {first}")
+    return Period(start.astimezone(UTC), end.astimezone(UTC), f"{first}_{after_last}")
 
 
 @dataclass

@@ -356,6 +356,11 @@ def test_clear_errors_for_no_data_an_unknown_district_and_influxdb_down(
     assert empty.returncode == 1 and "no readings" in empty.stderr
     bad_month = weijian("report", "risk", "--month", "November", "--config", cfg)
     assert bad_month.returncode == 2 and "YYYY-MM" in bad_month.stderr
+    backwards = weijian("report", "risk", "--from", "2026-12-01", "--to", "2026-11-01", "--config", cfg)
+    assert backwards.returncode == 2 and "not after" in backwards.stderr
+    same = weijian("report", "risk", "--from", "2026-11-01", "--to", "2026-12-01", "--config", cfg)
+    by_month = weijian("report", "risk", "--month", "2026-11", "--config", cfg)
+    assert same.returncode == 0 and same.stdout == by_month.stdout  # any period; a month is one of them
     down = subprocess.run(
         [sys.executable, "-m", "weijian", "report", "risk", "--month", "2026-11", "--config", cfg],
         cwd=ROOT,
