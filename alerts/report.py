@@ -316,7 +316,8 @@ def _pdf(report: Report, built: Sequence[Table], path: Path, title: str) -> Path
     from matplotlib import pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 
-    logging.getLogger("fontTools").setLevel(logging.WARNING)  # it logs every subset table at INFO
+    for noisy in ("fontTools", "matplotlib"):  # they log every font subset and axis unit at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     font = cjk_font()
     font_manager.fontManager.addfont(font)
     name = font_manager.FontProperties(fname=font).get_name()

@@ -10,6 +10,7 @@ position and close), ``/app/history`` (my tasks), ``/app/desk`` (the duty desk's
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,22 +40,16 @@ def mount_app(app: FastAPI) -> None:
     async def app_root() -> RedirectResponse:
         return RedirectResponse("/app/")
 
-    @app.get("/app/", include_in_schema=False, response_class=HTMLResponse)
-    async def queue(request: Request) -> HTMLResponse:
-        return page(request, "queue")
+    def shell(name: str) -> Callable[[Request], Awaitable[HTMLResponse]]:
+        async def endpoint(request: Request) -> HTMLResponse:
+            return page(request, name)
+        return endpoint
 
-    @app.get("/app/login", include_in_schema=False, response_class=HTMLResponse)
-    async def login(request: Request) -> HTMLResponse:
-        return page(request, "login")
+    for name, path in (("queue", "/app/"), ("login", "/app/login"), ("history", "/app/history"),
+                       ("desk", "/app/desk")):
+        app.add_api_route(path, shell(name), methods=["GET"], include_in_schema=False,
+                          response_class=HTMLResponse)
 
     @app.get("/app/task/{task_id}", include_in_schema=False, response_class=HTMLResponse)
     async def task(request: Request, task_id: int) -> HTMLResponse:
         return page(request, "task", task_id=task_id)
-
-    @app.get("/app/history", include_in_schema=False, response_class=HTMLResponse)
-    async def history(request: Request) -> HTMLResponse:
-        return page(request, "history")
-
-    @app.get("/app/desk", include_in_schema=False, response_class=HTMLResponse)
-    async def desk(request: Request) -> HTMLResponse:
-        return page(request, "desk")

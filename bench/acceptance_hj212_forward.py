@@ -29,49 +29,18 @@ sys.path.insert(0, str(ROOT))
 from bench_hj212 import mn, packet, registry  # noqa: E402
 
 from gateway import hj212  # noqa: E402
+from tests.gateway.hj212_upstream import Upstream  # noqa: E402
 from weijian.demo.local_services import free_port, running_mosquitto  # noqa: E402
 
 LOGGERS = 10
 
 
-class Platform:
-    """An upstream that records what it gets and answers 9014 while it is up."""
+class Platform(Upstream):
+    """An upstream (tests/gateway/hj212_upstream.py) with a name for the verdict."""
 
     def __init__(self, name: str) -> None:
+        super().__init__(free_port())
         self.name = name
-        self.port = free_port()
-        self.packets: list[bytes] = []
-        self.server: asyncio.Server | None = None
-        self.clients: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for w in list(self.clients):  # down means down: the open connection too
-                w.close()
-            await self.server.wait_closed()
-            self.server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        frames = hj212.FrameReader()
-        self.clients.add(writer)
-        try:
-            while data := await reader.read(65536):
-                for item in frames.feed(data):
-                    if isinstance(item, hj212.Frame):
-                        self.packets.append(item.raw)
-                        p = hj212.parse_packet(item.segment)
-                        if p.wants_reply:
-                            writer.write(hj212.data_reply(p))
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            self.clients.discard(writer)
-            writer.close()
 
 
 async def send(i: int, port: int, every: float, until: float, sent: list[bytes]) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-import threading
-import time
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -18,12 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from alerts.accounts import Accounts, Role
 from alerts.api import ApiOptions, build_app
 from alerts.store import NewTask, Store
-from tests.alerts.conftest import free_port
+from tests.alerts.conftest import served
 from weijian.cli import main
 from weijian.config import AlertTeam
 
@@ -86,19 +83,10 @@ def api(request: pytest.FixtureRequest, tmp_path) -> Iterator[Api]:  # type: ign
     teams = [AlertTeam(name="城关分局", token="tok-cg", districts=["chengguan"])]
     options = ApiOptions(accounts=accounts, photo_max_bytes=4096, photos_per_task=3)
     app = build_app(store, teams, options=options)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
     try:
-        yield Api(f"http://127.0.0.1:{port}", store, accounts, ids, clock)
+        with served(app) as base:
+            yield Api(base, store, accounts, ids, clock)
     finally:
-        server.should_exit = True
-        thread.join(10)
         store.close()
 
 

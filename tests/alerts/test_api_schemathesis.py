@@ -7,8 +7,6 @@ of each per operation (about 900 requests), no deadline."""
 from __future__ import annotations
 
 import itertools
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,14 +14,13 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis.errors import Unsatisfiable
 
 from alerts.accounts import Accounts, Role
 from alerts.api import ApiOptions, build_app
 from alerts.store import NewTask, Store
-from tests.alerts.conftest import free_port
+from tests.alerts.conftest import served
 from weijian.config import AlertTeam
 
 NOW = datetime.now(UTC)
@@ -48,20 +45,11 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     TOKEN["access"] = pair.access_token
     app = build_app(store, [AlertTeam(name="城关分局", token="tok-cg", districts=["chengguan"])],
                     options=ApiOptions(accounts=accounts, photo_max_bytes=64 * 1024))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
     try:
-        BASE["url"] = f"http://127.0.0.1:{port}"
-        yield schemathesis.openapi.from_url(f"http://127.0.0.1:{port}/openapi.json")
+        with served(app, log_level="critical") as base:
+            BASE["url"] = base
+            yield schemathesis.openapi.from_url(f"{base}/openapi.json")
     finally:
-        server.should_exit = True
-        thread.join(10)
         store.close()
 
 

@@ -11,11 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import uvicorn
 
 from alerts.api import build_app
 from alerts.store import NewTask, Store
-from tests.alerts.conftest import free_port
+from tests.alerts.conftest import served
 from weijian.cli import main
 from weijian.config import AlertTeam
 
@@ -66,20 +65,10 @@ def api(sqlite_url: str) -> Iterator[tuple[str, Store, list[int]]]:
     ids = store.record([], [_task("a-cg", "chengguan"), _task("a-dj", "dongjiao")], [], now=NOW)
     teams = [AlertTeam(name="城关分局", token="tok-cg", districts=["chengguan"]),
              AlertTeam(name="东郊分局", token="tok-dj", districts=["dongjiao"])]
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(store, teams), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", store, ids
+        with served(build_app(store, teams)) as base:
+            yield base, store, ids
     finally:
-        server.should_exit = True
-        thread.join(10)
         store.close()
 
 

@@ -15,6 +15,7 @@ import pytest
 from gateway import hj212
 from gateway.spool import last_seq
 from tests.gateway.conftest import gateway_data, running_gateway
+from tests.gateway.hj212_upstream import Upstream
 from weijian.demo.local_services import free_port
 from weijian.registry import load_registry
 
@@ -137,40 +138,6 @@ async def test_loggers_data_is_stored_once_answered_and_refusals_are_answered_an
     assert datetime.fromisoformat(sealed_reading["ts"].replace("Z", "+00:00")) < datetime.now(UTC)  # backlog
     assert sealed_reading["resent"] is True and "resent" not in first  # RF=1, and only there
     assert len(readings) == 3  # nothing refused was stored
-
-
-class Upstream:
-    """A platform that records what it gets and answers 9014 (when it is up)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.packets: list[bytes] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        frames = hj212.FrameReader()
-        try:
-            while data := await reader.read(65536):
-                for item in frames.feed(data):
-                    assert isinstance(item, hj212.Frame)
-                    self.packets.append(item.raw)
-                    packet = hj212.parse_packet(item.segment)
-                    if packet.wants_reply:
-                        writer.write(hj212.data_reply(packet))
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
 
 
 async def test_forwarding_to_two_upstreams_one_down_a_while_both_end_with_every_packet_in_order(
