@@ -407,14 +407,23 @@ def _table_pages(pdf: Any, plt: Any, table: Table, size: tuple[float, float], pe
         plt.close(fig)
 
 
+def _width(text: str) -> int:
+    """Display width: a CJK character is two columns."""
+    return sum(2 if ord(c) > 0x2E80 else 1 for c in text)
+
+
 def _draw_table(fig: Any, box: list[float], table: Table) -> None:
     ax = fig.add_axes(box)
     ax.axis("off")
     cells = [
-        ["—" if v is None else (str(v)[:40] if not isinstance(v, float) else f"{v:g}") for v in row]
+        ["—" if v is None else (str(v)[:40] if not isinstance(v, float) else f"{v:.4g}") for v in row]
         for row in table.rows
     ] or [[""] * len(table.header)]
-    t = ax.table(cellText=cells, colLabels=table.header, loc="upper center", cellLoc="center")
+    # Columns as wide as their longest text (a header wraps at 8 characters), so nothing overlaps.
+    need = [max([min(_width(h), 16)] + [_width(r[i]) for r in cells]) + 2 for i, h in enumerate(table.header)]
+    widths = [n / sum(need) for n in need]
+    header = [h if _width(h) <= 16 else h[:8] + "\n" + h[8:] for h in table.header]
+    t = ax.table(cellText=cells, colLabels=header, colWidths=widths, loc="upper center", cellLoc="center")
     t.auto_set_font_size(False)
     t.set_fontsize(6 if len(table.header) > 8 else 9)
     t.scale(1, 1.3)
