@@ -349,7 +349,8 @@ async def gather_devices(influx: InfluxSettings, registry: Registry, packs: dict
             devices[(site.id, d.id)] = DeviceFigures(site.id, d.id, kind, site.district,
                                                      expected=int(period.seconds // d.interval_s))
     limits = {site.id: limits_in_force(site, packs) for site in sites}
-    when = f"time >= '{period.start.isoformat()}' AND time < '{period.end.isoformat()}'"
+    when = "__WHEN__"  # each chunk of the period puts its own time range here
+    chunks = _chunks(period)
     for n, (kind, members) in enumerate(sorted(by_kind.items()), 1):
         progress(f"[{n}/{len(by_kind)}] {kind.value}: {len(members)} devices")
         measurement = quote_ident(kind.value)
@@ -392,37 +393,64 @@ async def gather_devices(influx: InfluxSettings, registry: Registry, packs: dict
             statements.append(f"SELECT count({first}) AS n FROM {measurement} WHERE {where_sites} AND {when} "
                               f"GROUP BY time(1d), \"site_id\", \"device_id\" tz('Asia/Shanghai')")
             meaning.append(("daily", metrics[0], None))
-        results = await query_many(influx, statements)
-        for (what, metric, extra), series in zip(meaning, results, strict=True):
-            for tags, row in _rows(series):
-                key = (tags.get("site_id", ""), tags.get("device_id", ""))
-                dev = devices.get(key)
-                if dev is None:
-                    continue
-                if what == "daily":
-                    if row["n"]:
-                        day = datetime.fromtimestamp(row["time"] / 1000, CHINA).date()
-                        dev.daily[day] = dev.daily.get(day, 0) + int(row["n"])
-                    continue
-                mf = dev.metrics.setdefault(metric, MetricFigures(metric))
-                if what == "counts":
-                    mf.received += _n(row, "v") + _n(row, "f")
-                    mf.valid += _n(row, "v")
-                elif what == "flagged_values":
-                    mf.received -= _n(row, "vf")  # a value with a flag was counted twice
-                    mf.valid -= _n(row, "vf")
-                elif what == "flag":
-                    mf.flagged[extra or ""] += _n(row, "n")
-                elif what == "exceeding_all":
-                    mf.exceeding += _n(row, "n")
-                elif what == "exceeding_flagged":
-                    mf.exceeding -= _n(row, "n")
+        for k, (start, end) in enumerate(chunks, 1):
+            if len(chunks) > 1:
+                progress(f"[{n}/{len(by_kind)}] {kind.value}: {start.astimezone(CHINA):%Y-%m-%d} "
+                         f"({k}/{len(chunks)})")
+            span = f"time >= '{start.isoformat()}' AND time < '{end.isoformat()}'"
+            results = await query_many(influx, [st.replace(when, span) for st in statements])
+            _add_counts(devices, meaning, results)
         for (site, d) in members:
             for metric in d.metrics:
                 found = devices[(site.id, d.id)].metrics.get(metric)
                 if found is not None and found.limits:
                     found.judged = found.valid
     return devices
+
+
+def _chunks(period: Period) -> list[tuple[datetime, datetime]]:
+    """The period in pieces of at most a China-time calendar month, one request each.
+
+    A year of a province is twelve bounded requests, with progress between them.
+    """
+    out = []
+    start = period.start
+    while start < period.end:
+        local = start.astimezone(CHINA)
+        nxt = datetime(local.year + (local.month == 12), 1 if local.month == 12 else local.month + 1, 1,
+                       tzinfo=CHINA).astimezone(UTC)
+        out.append((start, min(nxt, period.end)))
+        start = out[-1][1]
+    return out
+
+
+def _add_counts(devices: dict[tuple[str, str], DeviceFigures], meaning: list[tuple[str, str, str | None]],
+                results: list[list[dict[str, Any]]]) -> None:
+    """Add one request's counts to the devices' figures (counts of the period's pieces add up)."""
+    for (what, metric, extra), series in zip(meaning, results, strict=True):
+        for tags, row in _rows(series):
+            key = (tags.get("site_id", ""), tags.get("device_id", ""))
+            dev = devices.get(key)
+            if dev is None:
+                continue
+            if what == "daily":
+                if _n(row, "n"):
+                    day = datetime.fromtimestamp(row["time"] / 1000, CHINA).date()
+                    dev.daily[day] = dev.daily.get(day, 0) + _n(row, "n")
+                continue
+            mf = dev.metrics.setdefault(metric, MetricFigures(metric))
+            if what == "counts":
+                mf.received += _n(row, "v") + _n(row, "f")
+                mf.valid += _n(row, "v")
+            elif what == "flagged_values":
+                mf.received -= _n(row, "vf")  # a value with a flag was counted twice
+                mf.valid -= _n(row, "vf")
+            elif what == "flag":
+                mf.flagged[extra or ""] += _n(row, "n")
+            elif what == "exceeding_all":
+                mf.exceeding += _n(row, "n")
+            elif what == "exceeding_flagged":
+                mf.exceeding -= _n(row, "n")
 
 
 def gather_tasks(engine: Engine, period: Period, sites: dict[str, Site], registry: Registry,
