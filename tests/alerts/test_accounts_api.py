@@ -246,3 +246,26 @@ def test_weijian_tasks_user_add_disable_reset(tmp_path, capsys: pytest.CaptureFi
     assert main(["tasks", "user", "list", "--config", str(cfg)]) == 0
     assert "wang" in capsys.readouterr().out
     assert main(["tasks", "user", "reset", "nobody", "--config", str(cfg)]) == 2
+
+
+def test_the_chart_readings_answer_503_while_influxdb_is_down(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from alerts.engine import Alert
+    from weijian.config import InfluxSettings
+    from weijian.contract import AlertState, Kind
+    from weijian.rules import Severity, default_rule_packs
+
+    store = Store(f"sqlite:///{tmp_path / 'tasks.sqlite'}")
+    fired = NOW - timedelta(hours=1)
+    alert = Alert(alert_id="a-cg", site_id="yc-water-002", device_id="wq-01", rule_id="dw-turbidity-high",
+                  kind=Kind.DRINKING_WATER, district="chengguan", severity=Severity.WARNING,
+                  state=AlertState.FIRING, since=fired, fired_at=fired, threshold=1.0)
+    [tid] = store.record([alert], [task("a-cg", "chengguan")], [], now=NOW)
+    down = InfluxSettings(url="http://127.0.0.1:9", database="x", timeout_s=1)
+    options = ApiOptions(influx=down, rule_packs=dict(default_rule_packs()))
+    team = {"Authorization": "Bearer tok-cg"}
+    with served(build_app(store, [AlertTeam(name="城关分局", token="tok-cg", districts=["chengguan"])],
+                          options=options)) as base:
+        answer = httpx.get(f"{base}/tasks/{tid}/readings", headers=team, timeout=10)
+        assert answer.status_code == 503 and "InfluxDB" in answer.json()["detail"]
+        assert httpx.get(f"{base}/tasks/{tid}", headers=team, timeout=10).status_code == 200  # the rest works
+    store.close()
