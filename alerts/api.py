@@ -221,7 +221,10 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
     receipt_token = receipt_token or opts.receipt_token
     accounts = opts.accounts
     app = FastAPI(title="weijian inspection tasks", version="2",
-                  responses={400: {"model": ErrorBody, "description": "a body that cannot be parsed"}},
+                  responses={400: {"model": ErrorBody, "description": "a body that cannot be parsed"},
+                             403: {"model": ErrorBody,
+                                   "description": "credentials over plain HTTP from off loopback (or the "
+                                                  "caller's role may not do this)"}},
                   description="巡查核查任务: log in, list, show, claim, reassign and close inspection tasks, "
                               "with photos and positions; the mobile web app is at /app/.")
 
