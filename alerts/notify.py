@@ -181,6 +181,8 @@ class OutboxWorker:
         self._last_error: dict[str, str] = {}
         self._budget_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.folded = 0  # items folded into summaries (over a channel's budget)
+        self._folded_seen = -1
+        self._summaries_at = datetime.min.replace(tzinfo=UTC)
         self.wake = asyncio.Event()  # set by the service when it queues messages
         self.degraded = False  # the outbox could not be read at the last try
 
@@ -202,7 +204,12 @@ class OutboxWorker:
         store's lease runs out.
         """
         now = self.now()
-        await self._summaries(now)
+        # Folded items wait for a summary: look for them when this worker folded some, or every
+        # poll interval (another worker may have), not before every send.
+        if self.folded != self._folded_seen or now - self._summaries_at >= timedelta(
+                seconds=self.settings.outbox_poll_s):
+            self._folded_seen, self._summaries_at = self.folded, now
+            await self._summaries(now)
         # A few at a time, so that every claimed item is sent well within the claim's lease.
         batch = 2 * self.settings.outbox_concurrency
         items = await asyncio.to_thread(self.store.claim_notifications, now, batch, self.worker_id)
@@ -258,20 +265,22 @@ class OutboxWorker:
         lock = self._budget_locks.setdefault((item.channel, item.recipient), asyncio.Lock())
         async with lock:
             now = self.now()
-            used = await asyncio.to_thread(self.store.delivered_recently, item.recipient, now - budget[1])
+            # One query for both windows: the channel's budget and, for SMS, the hourly rate.
+            used, last_hour = await asyncio.to_thread(self.store.delivered_counts, item.recipient,
+                                                      [now - budget[1], now - timedelta(hours=1)])
             # The last slot of each window is kept for the summary of what does not fit.
             if used >= budget[0] - 1 and not item.idem_key.startswith("summary:"):
                 self.folded += 1
                 await asyncio.to_thread(self.store.mark_delivery, item.id, DeliveryStatus.FOLDED, now,
                                         error="over_budget", count_attempt=False)
                 return
-            await self._send(client, item)
+            await self._send(client, item, last_hour)
 
-    async def _send(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+    async def _send(self, client: httpx.AsyncClient, item: OutboxItem, last_hour: int | None = None) -> None:
         now = self.now()
         if item.channel == "sms":
-            sent = await asyncio.to_thread(self.store.delivered_recently, item.recipient,
-                                           now - timedelta(hours=1))
+            sent = last_hour if last_hour is not None else await asyncio.to_thread(
+                self.store.delivered_recently, item.recipient, now - timedelta(hours=1))
             if sent >= self.settings.rate_per_recipient_per_h:
                 # Deferred, not dropped: tried again once the hour's window has room.
                 await asyncio.to_thread(self.store.mark_delivery, item.id, DeliveryStatus.PENDING, now,

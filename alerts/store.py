@@ -930,13 +930,19 @@ class Store:
 
     def delivered_recently(self, recipient: str, since: datetime) -> int:
         """How many messages a recipient was sent since ``since`` (rate limiting)."""
+        return self.delivered_counts(recipient, [since])[0]
+
+    def delivered_counts(self, recipient: str, since: Sequence[datetime]) -> list[int]:
+        """How many messages a recipient was sent since each of ``since``, in one query."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(outbox_table.c.id).where(
+            times = conn.execute(select(outbox_table.c.delivered_at).where(
                 outbox_table.c.recipient == recipient,
                 outbox_table.c.status == DeliveryStatus.DELIVERED.value,
-                outbox_table.c.delivered_at >= since,
-            )).all()
-        return len(rows)
+                outbox_table.c.delivered_at >= min(since),
+            )).scalars().all()
+        stamps = [t for t in (_aware(t) for t in times) if t is not None]
+        bounds = [b.astimezone(UTC) for b in since]
+        return [sum(1 for t in stamps if t >= b) for b in bounds]
 
     def mark_delivery(self, item_id: int, status: DeliveryStatus, now: datetime, *,
                       error: str | None = None, retry_at: datetime | None = None,
