@@ -100,6 +100,7 @@ def test_an_inspector_logs_in_claims_and_closes_and_the_audit_names_the_account(
         assert c.get(f"/tasks/{dj}", headers=auth(wang)).status_code == 404  # another district's
         claimed = c.post(f"/tasks/{cg}/claim", headers=auth(wang)).json()
         assert claimed["assignee"] == "wang"  # an account claims for itself, whatever it sends
+        assert [t["id"] for t in c.get("/tasks", params={"mine": "true"}, headers=auth(wang)).json()] == [cg]
         liu = api.login(c, "liu")
         body = {"finding": "已整改", "finding_code": "confirmed_fixed"}
         assert c.post(f"/tasks/{cg}/close", json=body, headers=auth(liu)).status_code == 403  # not hers
