@@ -22,6 +22,7 @@ from firmware_sim.hj212_logger import Faults, LoggerSpec, SimulatedLogger, Uploa
 from gateway import hj212
 from tests.e2e.conftest import dump_toml
 from tests.gateway.conftest import GATEWAY_ID, ROOT, gateway_data, running_gateway, toml_dump
+from tests.gateway.hj212_upstream import Upstream
 from weijian.demo.local_services import free_port
 from weijian.registry import load_registry
 
@@ -216,8 +217,11 @@ async def test_host_commands_on_connection_and_from_the_operator(
     port = free_port()
     slow = LoggerSpec(mn=mn(0), password="100000", edition=E25, factors=SPREAD,
                       clock_offset_s=900.0, overtime_s=2.0)  # its clock runs 15 minutes fast
+    province = Upstream(free_port())  # the loggers' packets are forwarded; our commands' answers not
+    await province.start()
     data = gateway_data(tmp_path, mosquitto, topic_root, registry, [], hj212={
         "listen_host": "127.0.0.1", "listen_port": port, "command_timeout_s": 2.0,
+        "upstreams": [{"name": "province", "host": "127.0.0.1", "port": province.port, "timeout_s": 2}],
         "loggers": [{"mn": slow.mn, "password": slow.password, "site_id": "hj-water-000",
                      "device_id": "wq-01", "rtd_interval_s": 300, "min_interval_min": 5,
                      "overtime_s": 8, "recount": 2},
@@ -256,6 +260,12 @@ async def test_host_commands_on_connection_and_from_the_operator(
         assert code == 2 and "RtdInterval" in err
         await live
         await collector.wait_for(lambda c: len(c.readings()) >= 8, 10, "the eight readings")
+        async with asyncio.timeout(20):
+            while len(province.packets) < 8:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    await province.stop()
+    forwarded = [hj212.parse_packet(p[6:-6]).cn for p in province.packets]
+    assert forwarded == ["2011"] * 8, forwarded  # not the 9011 / 1011 / 9012 of our commands
     # The first packet carried the logger's fast clock; once 1012 had set it, the time was right.
     now = datetime.now(UTC)
     offsets = [(datetime.fromisoformat(r["ts"]) - now).total_seconds() for r in collector.readings()]
