@@ -46,7 +46,7 @@ from weijian.errors import InfluxUnavailable
 from weijian.registry import Registry
 from weijian.rules import RulePack
 
-__all__ = ["FINDINGS", "ApiOptions", "CloseRequest", "build_app"]
+__all__ = ["FINDINGS", "ApiOptions", "CloseRequest", "build_app", "is_loopback"]
 
 _bearer = HTTPBearer(auto_error=False)
 _CHINA = timezone(timedelta(hours=8))
@@ -200,7 +200,8 @@ def _media_type(data: bytes) -> str | None:
     return None
 
 
-def _loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) is this machine's loopback."""
     if host is None:
         return False
     try:
@@ -241,7 +242,7 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
     async def https_only(request: Request, call_next: Any) -> Any:
         """Credentials never over plain HTTP across the network."""
         peer = request.client.host if request.client else None
-        secure = request.url.scheme == "https" or _loopback(peer) or (
+        secure = request.url.scheme == "https" or is_loopback(peer) or (
             peer in opts.trusted_proxies and request.headers.get("x-forwarded-proto") == "https")
         carries = ("authorization" in request.headers or request.url.path.startswith("/auth/")
                    or request.url.path.startswith("/sms/receipts/"))

@@ -149,26 +149,17 @@ def _accounts(settings: Any, store: Any) -> Any:
                     max_failed=a.api_max_failed_logins, lockout_s=a.api_lockout_s)
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from alerts.api import ApiOptions, build_app
+    from alerts.api import ApiOptions, build_app, is_loopback
     from weijian.errors import ConfigError
     from weijian.registry import load_registry
     from weijian.rules import load_rule_packs
 
     settings = load_settings(args.config)
     a = settings.alerts
-    if a.api_tls_cert is None and not _is_loopback(a.api_host) and not a.api_allow_plain_http:
+    if a.api_tls_cert is None and not is_loopback(a.api_host) and not a.api_allow_plain_http:
         raise ConfigError(
             f"{args.config}: key 'alerts.api_host' = {a.api_host!r} is not loopback: set "
             "'alerts.api_tls_cert' and 'alerts.api_tls_key' for HTTPS, or "

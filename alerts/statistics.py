@@ -335,7 +335,7 @@ def _regex(values: Iterable[str]) -> str:
     return "/^(" + "|".join(sorted(values)) + ")$/"  # identifiers are [a-z0-9_-]: nothing to escape
 
 
-async def gather_devices(influx: InfluxSettings, registry: Registry, packs: dict[Kind, RulePack],
+async def gather_devices(influx: InfluxSettings, packs: dict[Kind, RulePack],
                          period: Period, sites: list[Site],
                          progress: Callable[[str], None] = lambda _: None,
                          ) -> dict[tuple[str, str], DeviceFigures]:
@@ -453,7 +453,7 @@ def _add_counts(devices: dict[tuple[str, str], DeviceFigures], meaning: list[tup
                 mf.exceeding -= _n(row, "n")
 
 
-def gather_tasks(engine: Engine, period: Period, sites: dict[str, Site], registry: Registry,
+def gather_tasks(engine: Engine, period: Period, sites: dict[str, Site],
                  rule_titles: dict[str, str]) -> tuple[dict[str, tuple[int, float]], dict[str, TaskFigures],
                                                       list[Exceedance], Counter[tuple[str, str]]]:
     """Alerts and tasks of the sites from the tasks database."""
@@ -541,11 +541,11 @@ async def compute_report(influx: InfluxSettings, engine: Engine, registry: Regis
         known = ", ".join(sorted(registry.districts))
         raise ValueError(f"district {district!r} is not in the registry (known: {known})")
     sites = [s for s in registry.sites.values() if district is None or s.district == district]
-    devices = await gather_devices(influx, registry, packs, period, sites, progress)
+    devices = await gather_devices(influx, packs, period, sites, progress)
     titles = {r.id: r.title for pack in packs.values() for r in pack.rules}
     progress("alerts and tasks")
     by_id = {s.id: s for s in sites}
-    alerts, tasks, exceedances, by_rule = gather_tasks(engine, period, by_id, registry, titles)
+    alerts, tasks, exceedances, by_rule = gather_tasks(engine, period, by_id, titles)
     out = []
     for site in sites:
         count, hours = alerts.get(site.id, (0, 0.0))
