@@ -239,8 +239,19 @@ def warm_up(ingests: list[Ingest], partitions: set[int], timeout_s: float) -> di
     return {"warmup_s": round(took, 1), "warmup_partitions": held, "warmup_exit": codes}
 
 
+def _spy(ingest: Ingest, out: Path, tag: str) -> subprocess.Popen[bytes]:
+    """Sample the process with py-spy (``pip install py-spy``) into ``out``, as collapsed stacks."""
+    assert ingest.proc is not None
+    target = out / f"{tag}-{ingest.name}.txt"
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(ingest.proc.pid), "--rate", "200", "--format", "raw",
+         "--output", str(target), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
 def run(devices_n: int, processes: int, n: int, broker: Broker, influx: Influx, work: Path,
-        timeout_s: float, extra: str, settle_s: float) -> dict[str, Any]:
+        timeout_s: float, extra: str, settle_s: float, profile: Path | None = None) -> dict[str, Any]:
     gateways, per_gateway = SHAPES.get(devices_n, (max(1, devices_n // 20), 20))
     tag = f"{devices_n}d{processes}p"
     run_dir = work / tag
@@ -276,6 +287,7 @@ def run(devices_n: int, processes: int, n: int, broker: Broker, influx: Influx, 
         started = time.monotonic()
         for ingest in ingests:
             ingest.start()
+        spies = [_spy(ingest, profile, tag) for ingest in ingests] if profile else []
         first = None
         stored = at_first = 0
         judged = 0.0
@@ -311,6 +323,9 @@ def run(devices_n: int, processes: int, n: int, broker: Broker, influx: Influx, 
             time.sleep(0.2)
         ended = time.monotonic()
         span = ended - started
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+            spy.wait(60)
         cpu = sum(cpu_seconds(i.proc.pid) for i in ingests if i.proc)
         rss = [round(peak_rss_mb(i.proc.pid), 1) for i in ingests if i.proc]
         healths = [i.health() for i in ingests]
@@ -387,7 +402,11 @@ def main() -> None:
                         help="end a run whose judged_total stays short this long with all stored, lag 0")
     parser.add_argument("--ingest-extra", default="",
                         help="extra [ingest] TOML lines, e.g. 'claim_interval_s = 0.5'")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="sample each process's drain with py-spy into this folder (collapsed stacks)")
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     extra = args.ingest_extra.replace("\\n", "\n")
     if extra and not extra.endswith("\n"):
         extra += "\n"
@@ -403,7 +422,7 @@ def main() -> None:
                           f"load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
                     try:
                         result = run(devices, processes, args.readings, broker, influx, work,
-                                     args.timeout, extra, args.settle)
+                                     args.timeout, extra, args.settle, args.profile)
                     except SystemExit as exc:
                         result = {"devices": devices, "processes": processes, "readings": args.readings,
                                   "error": str(exc)[:3000]}
