@@ -208,7 +208,7 @@ class Ingest:
 
     def errors(self) -> list[str]:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return [line[:400] for line in text.splitlines() if "ERROR" in line or "Traceback" in line
+        return [line[:4000] for line in text.splitlines() if "ERROR" in line or "Traceback" in line
                 or '"level": "error"' in line.lower()]
 
 

@@ -113,7 +113,8 @@ class DedupStore:
         for gateway, seq in admitted:
             by_gateway[gateway].append(seq)
         blocks = [(g, max(seqs), seqs.tobytes()) for g, seqs in by_gateway.items()]
-        gaps = [(g, s.missing) for g, s in tracker.gateways.items()]
+        # Only this batch's gateways: a gap count changes only when one of its seqs is admitted.
+        gaps = [(g, tracker.gateways[g].missing) for g in by_gateway]
         floors = [(g, s.max_seq - self.window) for g, s in tracker.gateways.items()]
 
         def _save(db: sqlite3.Connection) -> None:

@@ -176,6 +176,7 @@ class IngestService:
         self._unacked = 0
         self._alerts_unacked = 0
         self._subscribed: set[str] = set()
+        self._live: set[str] = set()  # sessions connected and reading (p3, a3)
         self.intakes: dict[str, MqttIntake] = {}  # the live sessions by name (p3, a3), for tests
         self.http_port: int | None = None
         self.metrics.consumer_lag.set_function(lambda: self._alerts_unacked)
@@ -299,6 +300,7 @@ class IngestService:
         try:
             # Statuses too, so a malformed one is quarantined here even with alerts off.
             await intake.connect(self._subscriptions(part))
+            self._live.add(f"p{part.index}")  # reading (the SUBACK comes after a resumed queue)
             async with asyncio.TaskGroup() as tg:
                 keepalive = tg.create_task(intake.keepalive(), name=f"mqtt-keepalive-p{part.index}")
                 in_flight: deque[asyncio.Task[None]] = deque()
@@ -313,6 +315,9 @@ class IngestService:
                         self._subscribed.add(f"p{part.index}")
                     if not batch:
                         continue
+                    if cache is not None:  # here, not in a task: batches classify in order
+                        live = self._alerts_live(part.index)
+                        await cache.room_for("storage", len(batch), partner_live=live)
                     work = self._process(intake, tracker, batch, last, cache)
                     last = tg.create_task(work, name="ingest-batch")
                     in_flight.append(last)
@@ -328,6 +333,7 @@ class IngestService:
                 keepalive.cancel()
         finally:
             self._subscribed.discard(f"p{part.index}")
+            self._live.discard(f"p{part.index}")
             intake.close()
 
     def _read_ahead(self) -> int:
@@ -370,6 +376,7 @@ class IngestService:
         ticked = acked = time.monotonic()
         try:
             await intake.connect(topics)
+            self._live.add(f"a{part.index}")
             async with asyncio.TaskGroup() as tg:
                 keepalive = tg.create_task(intake.keepalive(), name=f"mqtt-keepalive-a{part.index}")
                 while not stop.is_set():
@@ -377,6 +384,10 @@ class IngestService:
                     if intake.is_subscribed:
                         self._subscribed.add(f"a{part.index}")
                     if batch:
+                        cache = self._verdicts.get(part.index)
+                        if cache is not None:
+                            live = self._storage_live(part.index)
+                            await cache.room_for("alerts", len(batch), partner_live=live)
                         items = self._alert_items(batch, part.index)
                         self.metrics.alerts_judged.inc(len(items))
                         self._alerts_unacked += len(batch)
@@ -405,8 +416,18 @@ class IngestService:
                 keepalive.cancel()
         finally:
             self._subscribed.discard(f"a{part.index}")
+            self._live.discard(f"a{part.index}")
             self._alerts_unacked -= len(waiting)
             intake.close()
+
+    def _alerts_live(self, part: int) -> bool:
+        """Whether the partition's alerts session is judging now (storage may wait for it)."""
+        judge = self._judges.get(part)
+        return judge is not None and not judge.degraded and f"a{part}" in self._live
+
+    def _storage_live(self, part: int) -> bool:
+        """Whether the partition's storage session is storing now (alerts may wait for it)."""
+        return self.storage.is_healthy and f"p{part}" in self._live
 
     def _ack_judged(self, intake: MqttIntake, waiting: list[Incoming]) -> list[Incoming]:
         intake.ack(waiting)
@@ -421,7 +442,8 @@ class IngestService:
         for message in batch:
             try:
                 if cache is not None:
-                    verdict = cache.verdict(message, root=self._root, now=now, registry=self.registry)
+                    verdict = cache.verdict(message, root=self._root, now=now, registry=self.registry,
+                                            side="alerts")
                 else:
                     verdict = classify(message.topic, message.payload, root=self._root, now=now,
                                        registry=self.registry)

@@ -7,7 +7,10 @@ timestamps InfluxDB can store. Nothing here awaits, logs or touches a database.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -141,29 +144,76 @@ class VerdictCache:
     classifies a message first leaves its verdict here and the other takes it. Keyed by topic
     and payload; bounded (the oldest entries go first), so a message only one session sees
     costs a little memory for a while, never correctness: a missing entry is parsed again.
+
+    In a backlog drain one session runs ahead of the other; once it is more than ``size``
+    messages ahead, its entries are evicted before the other takes them and every message is
+    parsed twice. Each side counts the messages it classifies (re-synchronised on every entry it
+    takes: both have then seen the same message), and :meth:`room_for` lets the side ahead wait
+    (at most ``wait_s`` per batch) until the other is within ``size`` of it, but only while the
+    caller says the other is live: a session that is not running, or whose stage is degraded
+    (the alerts database down), holds nobody back.
     """
 
-    def __init__(self, size: int) -> None:
-        self._verdicts: dict[tuple[str, bytes], Verdict | Quarantined] = {}
+    SIDES: Final = ("storage", "alerts")
+
+    def __init__(self, size: int, *, wait_s: float = 2.0) -> None:
+        # key -> (the side that left it, its position in that side's count, the verdict)
+        self._verdicts: OrderedDict[tuple[str, bytes], tuple[str, int, Verdict | Quarantined]] = OrderedDict()
         self._size = size
+        self._wait_s = wait_s
+        self._pos = dict.fromkeys(self.SIDES, 0)
+        self._waiting: dict[str, tuple[int, asyncio.Event]] = {}  # side -> (position it waits for, event)
+        self.hits = 0
+        self.misses = 0
+        self.waits = 0
+
+    def __len__(self) -> int:
+        return len(self._verdicts)
 
     def verdict(
-        self, message: Incoming, *, root: str, now: datetime, registry: Registry
+        self, message: Incoming, *, root: str, now: datetime, registry: Registry, side: str = "storage"
     ) -> Verdict | Quarantined:
         """The message's verdict: the other session's, or a new one left for it."""
         key = (message.topic, message.payload)
-        found = self._verdicts.pop(key, _MISSING)
-        if found is not _MISSING:
-            return found  # type: ignore[return-value]
-        verdict = classify(message.topic, message.payload, root=root, now=now, registry=registry)
         verdicts = self._verdicts
-        if len(verdicts) >= self._size:
-            del verdicts[next(iter(verdicts))]
-        verdicts[key] = verdict
+        pos = self._pos
+        found = verdicts.pop(key, None)
+        if found is not None:
+            self.hits += 1
+            _, at, verdict = found
+            pos[side] = at  # this message was the other's at-th: now we are there too
+        else:
+            self.misses += 1
+            pos[side] += 1
+            verdict = classify(message.topic, message.payload, root=root, now=now, registry=registry)
+            if len(verdicts) >= self._size:
+                verdicts.popitem(last=False)
+            verdicts[key] = (side, pos[side], verdict)
+        if self._waiting:
+            waiting = self._waiting.get("alerts" if side == "storage" else "storage")
+            if waiting is not None and pos[side] >= waiting[0]:
+                waiting[1].set()
         return verdict
 
+    async def room_for(self, side: str, n: int, *, partner_live: bool) -> None:
+        """Before ``side`` classifies ``n`` messages: wait, briefly, for the other to catch up.
 
-_MISSING: Final = object()
+        Returns at once if the other is live and close enough that ``n`` more entries evict
+        none it has yet to take, or is not live; else when it has caught up, or after ``wait_s``.
+        """
+        other = "alerts" if side == "storage" else "storage"
+        target = self._pos[side] + n - self._size
+        if not partner_live or self._pos[other] >= target:
+            return
+        self.waits += 1
+        room = asyncio.Event()
+        self._waiting[side] = (target, room)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._wait_s):
+                    await room.wait()
+        finally:
+            del self._waiting[side]
 
 
 def classify_batch(
@@ -181,7 +231,7 @@ def classify_batch(
     for message in messages:
         try:
             if cache is not None:
-                verdict = cache.verdict(message, root=root, now=now, registry=registry)
+                verdict = cache.verdict(message, root=root, now=now, registry=registry, side="storage")
             else:
                 verdict = classify(message.topic, message.payload, root=root, now=now, registry=registry)
         except Exception as exc:  # a poison message must not become a crash loop

@@ -308,12 +308,49 @@ def test_the_verdict_cache_parses_each_message_once_for_both_sessions(registry: 
 
     cache = VerdictCache(size=2)
     message = Incoming(TOPIC, _payload(), 1, 1)
-    first = cache.verdict(message, root=ROOT, now=NOW, registry=registry)
+    first = cache.verdict(message, root=ROOT, now=NOW, registry=registry, side="storage")
     other_copy = Incoming(TOPIC, bytes(bytearray(message.payload)), 7, 1)  # the other session's
-    assert cache.verdict(other_copy, root=ROOT, now=NOW, registry=registry) is first  # not parsed again
+    assert cache.verdict(other_copy, root=ROOT, now=NOW, registry=registry, side="alerts") is first
+    assert (cache.hits, cache.misses) == (1, 1)  # not parsed again
     third = cache.verdict(message, root=ROOT, now=NOW, registry=registry)
     assert third is not first and third == first  # taken once: a later copy is parsed again
     for i in range(5):  # bounded: the oldest entries go
         cache.verdict(Incoming(f"{ROOT}/yc-water-001/wq-0{i}/reading", b"{}", i, 1), root=ROOT, now=NOW,
                       registry=registry)
     assert len(cache._verdicts) <= 2
+
+
+async def test_the_session_ahead_waits_for_the_other_only_while_the_other_is_live(
+    registry: Registry,
+) -> None:
+    """In a drain the session ahead waits for the other, so its parses are taken, not evicted."""
+    import asyncio
+
+    from ingest.validate import Incoming, VerdictCache
+
+    def message(i: int) -> Incoming:
+        return Incoming(f"{ROOT}/yc-water-001/wq-0{i}/reading", b"{}", i, 1)
+
+    def classify(cache: VerdictCache, i: int, side: str) -> None:
+        cache.verdict(message(i), root=ROOT, now=NOW, registry=registry, side=side)
+
+    cache = VerdictCache(size=2, wait_s=30)
+    await cache.room_for("storage", 2, partner_live=True)  # room: no wait
+    classify(cache, 0, "storage")
+    classify(cache, 1, "storage")
+    await asyncio.wait_for(cache.room_for("storage", 2, partner_live=False), 5)  # not live: no wait
+    leader = asyncio.ensure_future(cache.room_for("storage", 2, partner_live=True))  # 2 ahead
+    await asyncio.sleep(0.05)
+    assert not leader.done()
+    classify(cache, 0, "alerts")  # takes storage's parse: one behind now
+    await asyncio.sleep(0.05)
+    assert not leader.done()
+    classify(cache, 1, "alerts")  # level: two more fit
+    await asyncio.wait_for(leader, 5)
+    assert (cache.misses, cache.hits) == (2, 2)
+
+    # The session behind never waits for the one ahead.
+    behind = VerdictCache(size=2, wait_s=30)
+    for i in range(5):
+        classify(behind, i, "alerts")
+    await asyncio.wait_for(behind.room_for("storage", 2, partner_live=True), 5)
