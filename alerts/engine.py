@@ -535,17 +535,23 @@ class _Step:
         """
         assert rule.window_h is not None and rule.total_min is not None
         key = (dev.site_id, dev.device_id, rule.id)
-        spans, since = self.state.outside.get(key, ([], None))
+        entry = self.state.outside.get(key)
+        crossed = rule.crossed(v)
+        if entry is None and crossed is None and key not in self.state.alerts:
+            return  # the hot path: nothing outside in the window, nothing now, nothing open
+        spans, since = entry or ([], None)
         if since is not None and ts > since:
             end = min(ts, since + _CUMULATIVE_MAX_STEP)
             if spans and spans[-1][1] >= since:
                 spans[-1] = (spans[-1][0], max(spans[-1][1], end))
             else:
                 spans.append((since, end))
-        crossed = rule.crossed(v)
         window_start = ts - timedelta(hours=rule.window_h)
         spans = [(max(a, window_start), b) for a, b in spans if b > window_start]
-        self.state.outside[key] = (spans, ts if crossed is not None else None)
+        if spans or crossed is not None:
+            self.state.outside[key] = (spans, ts if crossed is not None else None)
+        else:
+            self.state.outside.pop(key, None)  # nothing left to count: as if never outside
         minutes = _total(spans) / timedelta(minutes=1)
         bad = minutes >= rule.total_min
         if not bad and key not in self.state.alerts:

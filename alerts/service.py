@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
@@ -144,6 +145,7 @@ class AlertService:
         self.worker = worker or OutboxWorker(store, channels, settings.alerts, now=now)
         self.readings = 0
         self.degraded = False  # the last write failed: /healthz names the alerts stage
+        self.last_save_s = 0.0  # how long the last save of the engine state took (ingest paces saves)
 
     @classmethod
     def from_settings(cls, settings: Settings, registry: Registry,
@@ -216,8 +218,11 @@ class AlertService:
                     fence = Fence(*held) if held is not None else None
                 if self._state_key is not None:
                     state = (self._state_key, json.dumps(snapshot(self.state), separators=(",", ":")))
+                began = time.monotonic()
                 await asyncio.to_thread(self.store.record, p.alerts, p.tasks, p.outbox, p.audits, now,
                                         state=state, fence=fence, epoch=self._epoch)
+                if state is not None:
+                    self.last_save_s = time.monotonic() - began
                 self._dirty = False
                 self.degraded = False
                 return

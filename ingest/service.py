@@ -59,12 +59,15 @@ _PIPELINE_DEPTH = 2
 _BACKOFF_CAP_S = 30.0
 _GOOD_SESSION_S = 10.0  # a session that lasted this long resets the reconnection backoff
 _STAGES = ("influx", "alerts", "outbox", "coordinator")
+_SAVE_SHARE = 20  # an alerts session spends at most 1/20 of its time saving its engine state
+_SAVE_SPACING_MAX_S = 5.0
 
 
 class AlertJudge(Protocol):
     """One partition's alert engine (``alerts.service.AlertService``), as ingest uses it."""
 
     degraded: bool
+    last_save_s: float  # how long the last save of its state took
 
     async def handle_batch(self, batch: list[Any], events: asyncio.Queue[AlertEvent] | None) -> Any:
         """Judge items in order; record any transitions (retrying while the database is down)."""
@@ -398,7 +401,10 @@ class IngestService:
                     if time.monotonic() - ticked >= tick_every:
                         ticked = time.monotonic()
                         await judge.tick(self.events)
-                    if waiting and time.monotonic() - acked >= checkpoint_every:
+                    # Saves of a large partition take long: space them so that saving takes at most
+                    # 1/_SAVE_SHARE of the session's time (up to _SAVE_SPACING_MAX_S apart).
+                    every = max(checkpoint_every, min(_SAVE_SPACING_MAX_S, _SAVE_SHARE * judge.last_save_s))
+                    if waiting and time.monotonic() - acked >= every:
                         await judge.checkpoint()  # saves only if something was judged
                         waiting = self._ack_judged(intake, waiting)
                         acked = time.monotonic()
