@@ -33,6 +33,11 @@ class IngestMetrics:
             registry=r,
         )
         self.alerts_judged = Counter("ingest_alerts_judged", "Readings and statuses judged", registry=r)
+        self.parsed = Counter("ingest_messages_parsed", "Messages parsed and checked", registry=r)
+        self.parses_shared = Counter(
+            "ingest_parses_shared", "Messages a session took the other session's parse of, not parsing again",
+            registry=r,
+        )
         self.partitions_held = Gauge("ingest_partitions_held", "Partitions this process runs", registry=r)
         self.degraded = Gauge(
             "ingest_stage_degraded", "1 while a stage cannot do its work", ["stage"], registry=r

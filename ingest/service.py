@@ -236,8 +236,10 @@ class IngestService:
         self._unacked += len(batch)
         m.unacked.set(self._unacked)
         now = self._now()
+        before = (cache.hits, cache.misses) if cache is not None else (0, 0)
         readings, statuses, refused = classify_batch(batch, root=self._root, now=now, registry=self.registry,
                                                      cache=cache)
+        self._count_parses(cache, before, len(batch))
         m.readings_in.inc(len(batch) - len(statuses))
         admit = tracker.admit
         new: list[Reading] = []
@@ -445,6 +447,7 @@ class IngestService:
         now = self._now()
         items: list[Reading | GatewayStatus] = []
         cache = self._verdicts.get(part)
+        before = (cache.hits, cache.misses) if cache is not None else (0, 0)
         for message in batch:
             try:
                 if cache is not None:
@@ -457,7 +460,15 @@ class IngestService:
                 continue
             if isinstance(verdict, Reading | GatewayStatus):
                 items.append(verdict)
+        self._count_parses(cache, before, len(batch))
         return items
+
+    def _count_parses(self, cache: VerdictCache | None, before: tuple[int, int], messages: int) -> None:
+        if cache is None:
+            self.metrics.parsed.inc(messages)
+            return
+        self.metrics.parsed.inc(cache.misses - before[1])
+        self.metrics.parses_shared.inc(cache.hits - before[0])
 
     # --- a partition: both sessions, each in its own reconnection loop -----------------------
 
@@ -550,6 +561,7 @@ class IngestService:
                 while not stop.is_set():
                     batch = await intake.next_batch(cfg.batch_interval_s)
                     if batch:
+                        self.metrics.parsed.inc(len(batch))
                         _, _, refused = classify_batch(batch, root=self._root, now=self._now(),
                                                        registry=self.registry)
                         if refused:

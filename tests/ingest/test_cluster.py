@@ -294,3 +294,44 @@ def test_the_task_api_answers_503_while_postgresql_is_down_and_recovers(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_backlog_drain_parses_each_message_once_for_both_sessions(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
+    tasks_url: str, receiver: Receiver,
+) -> None:
+    """A partition's storage and alerts sessions stay in step, so the second takes the first's parse.
+
+    Small batches make the verdict cache small (4 x 50 messages per partition) next to the
+    backlog (about 900 messages per partition): the session ahead must wait for the other.
+    """
+    registry_path = tmp_path / "registry.toml"
+    devices = fridge_registry(registry_path, gateways=6, per_gateway=4)
+    minutes = 300
+    messages = fridge_readings(topic_root, devices, set(), minutes, recent_start(minutes + 2))
+    [proc] = _deployment(
+        tmp_path, ["a"], broker=mosquitto, influx=influxd, database=influx_db, root=topic_root,
+        registry=registry_path, tasks_url=tasks_url, sms_url=receiver.url, secret=SECRET.decode(),
+        deployment=f"pc-{topic_root.split('/')[0]}", batch_size=50,
+    )
+    try:
+        proc.start()
+        wait_for(lambda: proc.health().get("ready"), 60, "the sessions to exist on the broker")
+        assert proc.stop() == 0
+        publisher = Publisher(mosquitto, messages, rate_per_s=20_000)  # the backlog, ingest down
+        publisher.start()
+        publisher.join()
+        assert len(publisher.acked) == len(messages)
+        proc.start()
+        wait_for(lambda: count_points(influxd, influx_db) == len(messages)
+                 and proc.metric("ingest_alerts_judged_total") >= len(messages), 120,
+                 "the backlog stored and judged")
+        parsed = proc.metric("ingest_messages_parsed_total")
+        shared = proc.metric("ingest_parses_shared_total")
+        assert proc.stop() == 0
+    finally:
+        proc.kill()
+    # Each message parsed once and its parse taken by the other session (a few may be parsed
+    # twice when a session waits longer than its bound, on a loaded machine).
+    assert len(messages) <= parsed <= 1.05 * len(messages), (parsed, shared)
+    assert shared >= 0.95 * len(messages), (parsed, shared)
