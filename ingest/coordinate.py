@@ -246,6 +246,11 @@ class LocalCoordinator:
         self.held: set[int] = set()
         self.members = 1
 
+    @property
+    def locked(self) -> bool:
+        """Whether this process holds the lock file."""
+        return self._fd is not None
+
     def fence(self, index: int) -> tuple[int, int, int] | None:
         """No fencing is needed: no other process can hold the file lock."""
         return None

@@ -46,7 +46,7 @@ from weijian.backoff import Backoff
 from weijian.clock import Clock
 from weijian.config import Settings
 from weijian.contract import AlertEvent, GatewayStatus, Reading, alert_topic
-from weijian.errors import AlertsUnavailable, PartitionLost
+from weijian.errors import AlertsUnavailable, PartitionLost, ServiceError
 from weijian.registry import Registry
 from weijian.status_http import StatusServer
 
@@ -707,23 +707,58 @@ class IngestService:
             "alerts_lag": self._alerts_unacked,
         }
 
+    async def _standby(self, stop: asyncio.Event) -> bool:
+        """With local coordination: wait, opening nothing, until this process holds the lock file.
+
+        A second process on the machine (the same configuration: the same port, spool and
+        databases) is a standby; it binds no port and touches no file until the first one exits.
+        Returns False if ``stop`` came first.
+        """
+        coordinator = self.coordinator
+        assert isinstance(coordinator, LocalCoordinator)
+        told = False
+        while not stop.is_set():
+            await coordinator.round()
+            if coordinator.locked:
+                if told:
+                    log.warning("coordinator.standby_active", extra={"path": str(self._lock_path())})
+                return True
+            if not told:
+                log.warning("coordinator.standby", extra={"path": str(self._lock_path())})
+                told = True
+            await _sleep_unless(stop, self.settings.ingest.claim_interval_s)
+        return False
+
+    def _status_server(self, loop: asyncio.AbstractEventLoop) -> StatusServer:
+        cfg = self.settings.ingest
+        assert cfg.metrics_port is not None
+        try:
+            return StatusServer(cfg.metrics_host, cfg.metrics_port, self.metrics.registry, self.health, loop)
+        except OSError as exc:
+            raise ServiceError(
+                f"[ingest] metrics_port: cannot listen on {cfg.metrics_host}:{cfg.metrics_port} "
+                f"({exc.strerror}); each ingest process on a machine needs its own metrics_port "
+                "(0: any free port)"
+            ) from exc
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, flush, acknowledge and close."""
         cfg = self.settings.ingest
-        await self.spool.open()
-        self.metrics.spool_depth.set(self.spool.points)
-        if self.spool.backlog:  # left by a version before partitions: stored, never judged
-            log.warning("alerts.legacy_backlog_not_judged", extra={"items": self.spool.backlog,
-                                                                    "spool": str(cfg.spool_path)})
         server = None
-        if cfg.metrics_port is not None:
-            server = StatusServer(cfg.metrics_host, cfg.metrics_port, self.metrics.registry, self.health,
-                                  asyncio.get_running_loop()).start()
-            self.http_port = server.port
-        started = {"spool_points": self.spool.points, "partitions": len(self.partitions),
-                   "alerts": self._alerts is not None}
-        log.info("ingest.started", extra=started)
         try:
+            if isinstance(self.coordinator, LocalCoordinator) and not await self._standby(stop):
+                return  # stopped while the other process held the lock
+            await self.spool.open()
+            self.metrics.spool_depth.set(self.spool.points)
+            if self.spool.backlog:  # left by a version before partitions: stored, never judged
+                log.warning("alerts.legacy_backlog_not_judged", extra={"items": self.spool.backlog,
+                                                                        "spool": str(cfg.spool_path)})
+            if cfg.metrics_port is not None:
+                server = self._status_server(asyncio.get_running_loop()).start()
+                self.http_port = server.port
+            started = {"spool_points": self.spool.points, "partitions": len(self.partitions),
+                       "alerts": self._alerts is not None}
+            log.info("ingest.started", extra=started)
             async with asyncio.TaskGroup() as tg:
                 background = [
                     tg.create_task(self.storage.drain(), name="spool-drain"),
