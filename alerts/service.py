@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -45,11 +45,11 @@ from alerts.notify import Notifier, OutboxWorker, build_channels
 from alerts.store import Fence, OutboxItem, PartitionLost, Store, TasksDbUnavailable
 from weijian.backoff import Backoff
 from weijian.config import Settings
-from weijian.contract import AlertEvent, AlertState, GatewayStatus, Reading
+from weijian.contract import AlertEvent, AlertState, GatewayStatus, Kind, Reading
 from weijian.registry import Registry
-from weijian.rules import DEFAULT_RULES_DIR, load_rule_packs, rules_for_site
+from weijian.rules import DEFAULT_RULES_DIR, Rule, RulePack, load_rule_packs, rules_for_site
 
-__all__ = ["AlertService", "AlertStage", "PartitionLost", "build_engine_config", "new_silence"]
+__all__ = ["AlertService", "AlertStage", "PartitionLost", "build_engine_config", "load_packs", "new_silence"]
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,18 @@ def _identity(event: Event) -> str:
     return type(event).__name__
 
 
+def load_packs(settings: Settings) -> dict[Kind, RulePack]:
+    """The rule packs of ``[alerts] rules_dir`` (the shipped ones by default).
+
+    Raises:
+        RulePackError: a pack is unreadable or invalid (names the file and the key).
+    """
+    return load_rule_packs(settings.alerts.rules_dir or DEFAULT_RULES_DIR)
+
+
 def build_engine_config(
-    settings: Settings, registry: Registry, scope: Collection[tuple[str, str]] | None = None
+    settings: Settings, registry: Registry, scope: Collection[tuple[str, str]] | None = None,
+    packs: Mapping[Kind, RulePack] | None = None,
 ) -> tuple[EngineConfig, Dispatch]:
     """Devices with the rules in force at each (overrides applied), and the dispatch context.
 
@@ -76,16 +86,19 @@ def build_engine_config(
         settings: all settings.
         registry: the site registry.
         scope: only these ``(site_id, device_id)`` (one partition); None for every device.
+        packs: the rule packs, loaded once (:func:`load_packs`); None loads them.
     """
-    packs = load_rule_packs(settings.alerts.rules_dir or DEFAULT_RULES_DIR)
+    if packs is None:
+        packs = load_packs(settings)
     devices = {}
+    site_rules: dict[str, list[Rule]] = {}
     for site, device in registry.devices():
         if scope is not None and (site.id, device.id) not in scope:
             continue
-        rules = tuple(
-            r for r in rules_for_site(site, packs, site.overrides)
-            if r.metric is None or r.metric in device.metrics
-        )
+        in_force = site_rules.get(site.id)
+        if in_force is None:
+            in_force = site_rules[site.id] = list(rules_for_site(site, packs, site.overrides))
+        rules = tuple(r for r in in_force if r.metric is None or r.metric in device.metrics)
         devices[(site.id, device.id)] = DeviceInfo(
             site.id, device.id, site.kind, site.district, registry.gateway_of(site.id, device.id), rules
         )
@@ -115,12 +128,12 @@ class AlertService:
                  channels: dict[str, Notifier], now: Callable[[], datetime], *,
                  scope: Collection[tuple[str, str]] | None = None, state_key: str | None = None,
                  fence: Callable[[], tuple[int, int, int] | None] | None = None,
-                 worker: OutboxWorker | None = None) -> None:
+                 worker: OutboxWorker | None = None, packs: Mapping[Kind, RulePack] | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.store = store
         self.now = now
-        config, self.dispatch = build_engine_config(settings, registry, scope)
+        config, self.dispatch = build_engine_config(settings, registry, scope, packs)
         self.state = EngineState(config=config)
         self._state_key = state_key
         self._fence = fence
@@ -344,6 +357,7 @@ class AlertStage:
         self.settings = settings
         self.registry = registry
         self.now = now
+        self.packs = load_packs(settings)  # a bad rule pack stops the program at start (exit 2)
         self.store: Store | None = None
         self.channels = build_channels(settings.sms, settings.alerts)
         self.worker: OutboxWorker | None = None
@@ -393,7 +407,7 @@ class AlertStage:
         try:
             return await asyncio.to_thread(
                 AlertService, self.settings, self.registry, store, self.channels, self.now,
-                scope=scope, state_key=key, fence=fence, worker=self.worker,
+                scope=scope, state_key=key, fence=fence, worker=self.worker, packs=self.packs,
             )
         except SQLAlchemyError as exc:
             raise TasksDbUnavailable(f"cannot load the alerts of partition {key}: {exc}") from exc

@@ -10,6 +10,7 @@ from typing import Any
 
 from weijian.cli import add_config_argument, settings_and_registry
 from weijian.config import load_settings
+from weijian.errors import UsageError
 
 __all__ = ["register"]
 
@@ -36,7 +37,15 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    asyncio.run(_serve(args))
+    try:
+        asyncio.run(_serve(args))
+    except BaseExceptionGroup as group:
+        usage = group.subgroup(lambda e: isinstance(e, UsageError))
+        while isinstance(usage, BaseExceptionGroup):  # a stage's configuration fault: exit 2
+            usage = usage.exceptions[0]
+        if usage is not None:
+            raise usage from group
+        raise
     return 0
 
 

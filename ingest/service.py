@@ -46,7 +46,7 @@ from weijian.backoff import Backoff
 from weijian.clock import Clock
 from weijian.config import Settings
 from weijian.contract import AlertEvent, GatewayStatus, Reading, alert_topic
-from weijian.errors import AlertsUnavailable, PartitionLost, ServiceError
+from weijian.errors import AlertsUnavailable, PartitionLost, ServiceError, UsageError
 from weijian.registry import Registry
 from weijian.status_http import StatusServer
 
@@ -496,6 +496,8 @@ class IngestService:
                 moved.set()
             except* MqttLost as group:
                 error = str(group.exceptions[0])
+            except* UsageError:
+                raise  # a configuration fault (a rule pack, an override): retrying cannot mend it
             except* Exception as group:
                 if any(_partition_lost(e) for e in group.exceptions):
                     log.warning("partition.lost", extra={"session": name})

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tests.alerts.conftest import SECRET, Receiver
+from tests.ingest.cluster import REPO, fridge_registry, ingest_config
 from tests.ingest.conftest import await_until, make_settings, publish, running, subscribed
 from weijian.contract import Flag, Kind, MetricValue, Reading, encode_reading, reading_topic
 from weijian.demo.local_services import Broker, Influx
@@ -48,3 +53,24 @@ async def test_power_loss_reading_becomes_an_alert_on_mqtt_and_in_influxdb(
     assert event["site_id"] == "yc-cc-001" and event["rule"] and event["state"] in ("firing", "pending")
     point = influxd.query("SELECT * FROM alert", influx_db)[0]
     assert "district" in point["columns"] and "chengguan" in point["values"][0]
+
+
+def test_an_alerts_stage_that_cannot_start_stops_ingest_run_with_exit_code_2(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str, receiver: Receiver,
+) -> None:
+    registry_path = tmp_path / "registry.toml"
+    fridge_registry(registry_path, gateways=2, per_gateway=2)
+    conf = ingest_config(
+        tmp_path, "node", broker=mosquitto, influx=influxd, database=influx_db, root=topic_root,
+        registry=registry_path, tasks_url=f"sqlite:///{tmp_path / 'tasks.sqlite'}", sms_url=receiver.url,
+        secret=SECRET.decode(), deployment="bad-rules",
+    )
+    empty = tmp_path / "rules"
+    empty.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "weijian.cli", "ingest", "run", "--config", str(conf)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "WEIJIAN_ALERTS__RULES_DIR": str(empty)},
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"{empty}: no rule packs" in done.stderr
