@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from ingest.lineproto import STORABLE_FROM, STORABLE_UNTIL
 from weijian.contract import (
+    FUTURE_TOLERANCE,
     GatewayStatus,
     Reading,
     Rejection,
@@ -61,7 +62,9 @@ class Quarantined:
 Verdict = Reading | GatewayStatus | Rejection | None  # None: nothing to do (cleared retained status)
 
 
-def _status(gateway_id: str, payload: bytes) -> GatewayStatus | Rejection | None:
+def _status(
+    topic: str, gateway_id: str, payload: bytes, now: datetime
+) -> GatewayStatus | Rejection | Quarantined | None:
     if not payload:
         return None  # a retained status being cleared
     try:
@@ -77,6 +80,16 @@ def _status(gateway_id: str, payload: bytes) -> GatewayStatus | Rejection | None
             "gateway_id",
             f"gateway_id: payload says {status.gateway_id!r}, topic says {gateway_id!r}",
         )
+    # Bounded like a reading's: the engine dates alerts and local times by it.
+    if status.ts > now + FUTURE_TOLERANCE:
+        return Rejection(
+            RejectReason.FUTURE_TIMESTAMP,
+            "ts",
+            f"ts: {status.ts.isoformat()} is more than 5 minutes after {now.isoformat()}",
+        )
+    if not STORABLE_FROM <= status.ts < STORABLE_UNTIL:
+        detail = f"ts: {status.ts.isoformat()} is outside 1677-2262"
+        return Quarantined(topic, payload, OUT_OF_RANGE, "ts", detail)
     return status
 
 
@@ -100,7 +113,7 @@ def classify(
     if gateway_id is not None:
         if not is_identifier(gateway_id):
             return Rejection(RejectReason.BAD_IDENTIFIER, "topic.gateway_id", f"{topic!r}: bad gateway id")
-        return _status(gateway_id, payload)
+        return _status(topic, gateway_id, payload, now)
     verdict = decode_reading(topic, payload, now=now, root=root, known_devices=registry)
     if not isinstance(verdict, Reading):
         return verdict

@@ -224,6 +224,17 @@ class MetricValue(BaseModel):
     flag: Flag = Flag.NORMAL
 
 
+def _utc(ts: datetime) -> datetime:
+    """``ts`` in UTC; as given when UTC cannot hold it (year 1 east of UTC, 9999 west of it).
+
+    Such a time is outside every store's range; ingest quarantines it as ``ts_out_of_range``.
+    """
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:
+        return ts
+
+
 class Reading(BaseModel):
     """One sample of one device: the payload of ``{root}/{site_id}/{device_id}/reading``."""
 
@@ -243,7 +254,7 @@ class Reading(BaseModel):
     @field_validator("ts")
     @classmethod
     def _to_utc(cls, ts: datetime) -> datetime:
-        return ts.astimezone(UTC)
+        return _utc(ts)
 
     @model_validator(mode="after")
     def _metrics_in_catalogue(self) -> Reading:
@@ -290,6 +301,11 @@ class GatewayStatus(BaseModel):
     gateway_id: Identifier
     state: GatewayState
     ts: AwareDatetime
+
+    @field_validator("ts")
+    @classmethod
+    def _to_utc(cls, ts: datetime) -> datetime:
+        return _utc(ts)
 
 
 class AlertState(StrEnum):

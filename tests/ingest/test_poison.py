@@ -74,3 +74,38 @@ async def test_a_batch_whose_storage_raises_is_quarantined_acknowledged_and_inge
         await asyncio.sleep(2)
         assert service.quarantine.counts().get("store_failed") == 1
     assert count_points(influxd, influx_db) == 10
+
+
+async def test_times_utc_cannot_hold_and_unbounded_status_times_are_quarantined_not_judged(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str, registry: Registry
+) -> None:
+    # Year 1 east of UTC and 9999 west of it overflow a conversion to UTC: once an internal
+    # error for a reading, and for a gateway status an alert that existed only in memory.
+    gateway = "gw-chengguan-water"
+    status_topic = f"{topic_root}/gateways/{gateway}/status"
+
+    def status(ts: str) -> tuple[str, bytes]:
+        return status_topic, json.dumps({"gateway_id": gateway, "state": "offline", "ts": ts}).encode()
+
+    topic, body = _reading(topic_root, 1)
+    early = json.loads(body) | {"ts": "0001-01-01T00:00:00+01:00"}
+    late = json.loads(body) | {"ts": "9999-12-31T23:59:59-01:00", "seq": 2}
+    hostile = [(topic, json.dumps(early).encode()), (topic, json.dumps(late).encode()),
+               status("0001-01-01T00:00:00+01:00"), status("2200-01-01T00:00:00Z")]
+    settings = make_settings(tmp_path, mosquitto, influxd, influx_db, topic_root, alerts=True)
+    settings = settings.model_copy(
+        update={"tasks": settings.tasks.model_copy(update={"url": f"sqlite:///{tmp_path / 'tasks.sqlite'}"})}
+    )
+
+    def offline() -> bool:
+        return any(gateway in j.state.offline for j in service._judges.values())  # type: ignore[attr-defined]
+
+    async with running(settings, registry) as service:
+        await asyncio.to_thread(publish, mosquitto, hostile)
+        await await_until(lambda: sum(service.quarantine.counts().values()) >= 4, 20, "the quarantine")
+        assert service.quarantine.counts() == {"ts_out_of_range": 2, "future_timestamp": 2}
+        await asyncio.sleep(1)  # the alerts sessions have had these too
+        assert not offline()
+        await asyncio.to_thread(publish, mosquitto, [status(datetime.now(UTC).isoformat())])
+        await await_until(offline, 20, "the real offline status judged")
+        assert service.degraded() == []
