@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
@@ -74,6 +74,18 @@ def load_packs(settings: Settings) -> dict[Kind, RulePack]:
         RulePackError: a pack is unreadable or invalid (names the file and the key).
     """
     return load_rule_packs(settings.alerts.rules_dir or DEFAULT_RULES_DIR)
+
+
+def _earlier_layouts(saved: Mapping[str, dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """The rows a partition without its own starts from: its deployment's, under other layouts.
+
+    Keys are ``{deployment}/{partitions with sites}/{partitions}/p{n}``; rows keyed without the
+    deployment (``8/8/p3``, before deployments sharing a database were told apart) count as
+    this deployment's. Another deployment's rows are not this one's.
+    """
+    deployment = key.split("/", 1)[0] + "/" if key.count("/") == 3 else None
+    return [row for k, row in saved.items()
+            if k.count("/") == 2 or (deployment is not None and k.startswith(deployment))]
 
 
 def build_engine_config(
@@ -144,7 +156,7 @@ class AlertService:
             self._epoch = store.take_over(state_key, now())
             saved = {k: json.loads(v) for k, v in store.engine_states().items()}
             own = saved.get(state_key, {})
-            rows = [own] if own.get("v") else list(saved.values())
+            rows = [own] if own.get("v") else _earlier_layouts(saved, state_key)
             for row in rows:  # another layout's rows when this partition has none of its own
                 restore(self.state, row)
         gateways = {d.gateway_id for d in config.devices.values()}

@@ -362,7 +362,9 @@ class IngestService:
 
     async def _judge(self, part: Partition) -> AlertJudge:
         assert self._alerts is not None
-        key = f"{len(self.partitions)}/{self.settings.ingest.partitions}/p{part.index}"
+        # The deployment's name first: two deployments may share one tasks database.
+        cfg = self.settings.ingest
+        key = f"{cfg.client_id}/{len(self.partitions)}/{cfg.partitions}/p{part.index}"
         judge = await self._alerts.partition(key, part.devices, lambda: self.coordinator.fence(part.index))
         self._judges[part.index] = judge
         return judge

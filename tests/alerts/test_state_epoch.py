@@ -30,3 +30,15 @@ def test_a_takeover_makes_the_former_holders_writes_fail_and_leaves_its_state(ur
     finally:
         first.close()
         second.close()
+
+
+def test_a_partition_without_a_row_of_its_own_starts_from_its_deployments_rows_only() -> None:
+    from alerts.service import _earlier_layouts
+
+    saved = {
+        "county-a/8/8/p1": {"v": 1, "n": 1},  # this deployment, another layout
+        "county-b/8/8/p1": {"v": 1, "n": 2},  # another deployment in the same database
+        "8/8/p1": {"v": 1, "n": 3},  # written before deployments were told apart: an upgrade
+        "county-ab/4/8/p0": {"v": 1, "n": 4},  # a name that only starts like this one
+    }
+    assert [r["n"] for r in _earlier_layouts(saved, "county-a/6/8/p1")] == [1, 3]

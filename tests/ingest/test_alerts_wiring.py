@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+from sqlalchemy import create_engine, text
+
 from tests.alerts.conftest import SECRET, Receiver
 from tests.ingest.cluster import REPO, fridge_registry, ingest_config
-from tests.ingest.conftest import await_until, make_settings, publish, running, subscribed
+from tests.ingest.conftest import (
+    await_until,
+    count_points,
+    make_settings,
+    publish,
+    reading_payloads,
+    running,
+    subscribed,
+)
 from weijian.contract import Flag, Kind, MetricValue, Reading, encode_reading, reading_topic
 from weijian.demo.local_services import Broker, Influx
 from weijian.registry import Registry
@@ -74,3 +86,36 @@ def test_an_alerts_stage_that_cannot_start_stops_ingest_run_with_exit_code_2(
     )
     assert done.returncode == 2, done.stderr[-3000:]
     assert f"{empty}: no rule packs" in done.stderr
+
+
+async def test_two_deployments_on_one_tasks_database_keep_their_own_engine_states(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str, registry: Registry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Two counties' deployments (two names) share one tasks database. Their partitions' state
+    # rows were once keyed by the layout alone, so each takeover fenced the other one out.
+    tasks = f"sqlite:///{tmp_path / 'tasks.sqlite'}"
+    prefix = topic_root.split("/")[0]
+    deployments = []
+    for name in ("county-a", "county-b"):
+        work = tmp_path / name
+        work.mkdir()
+        s = make_settings(work, mosquitto, influxd, influx_db, f"{prefix}-{name}/v1", alerts=True,
+                          client_id=f"{name}-{prefix}")
+        deployments.append(s.model_copy(update={"tasks": s.tasks.model_copy(update={"url": tasks})}))
+    n = 300
+    caplog.set_level(logging.WARNING, logger="ingest.service")
+    async with running(deployments[0], registry), running(deployments[1], registry):
+        for i, s in enumerate(deployments):  # other times: InfluxDB would take them for the same points
+            await asyncio.to_thread(publish, mosquitto, reading_payloads(registry, s.mqtt.topic_root, n,
+                                                                         start=i * n))
+        await await_until(lambda: count_points(influxd, influx_db) >= 2 * n, 30, "both deployments' readings")
+        await asyncio.sleep(2)  # several checkpoints of every partition of both
+    lost = [r for r in caplog.records if r.getMessage() in ("partition.lost", "partition.taken_over")]
+    assert lost == []
+    engine = create_engine(tasks)
+    with engine.connect() as conn:
+        keys = [k for (k,) in conn.execute(text("SELECT key FROM alerts_engine_state"))]
+    engine.dispose()
+    for s in deployments:
+        assert any(k.startswith(f"{s.ingest.client_id}/") for k in keys), keys
