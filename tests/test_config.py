@@ -85,6 +85,15 @@ def test_bad_environment_override_is_named(
         load_settings(write(tmp_path, "[mqtt]\nport = 1883\n"))
 
 
+def test_an_environment_variable_of_no_section_is_an_error_not_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WEIJIAN_INGST__ALERTS", "false")  # misspelt [ingest]: once silently ignored
+    monkeypatch.setenv("WEIJIAN_VENV", "/somewhere")  # not a setting: no "__"
+    assert main(["config", "show", "--config", str(write(tmp_path, "[mqtt]\nport = 1883\n"))]) == 2
+    assert "WEIJIAN_INGST__ALERTS: no section [ingst]" in capsys.readouterr().err
+
+
 def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "show", "--config", str(tmp_path / "nope.toml")]) == 2
     assert "nope.toml" in capsys.readouterr().err

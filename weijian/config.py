@@ -471,6 +471,22 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             data[key] = str(base / value)
 
 
+def _check_environment_sections() -> None:
+    """``WEIJIAN_<SECTION>__<KEY>`` for a section that does not exist is an error, like an unknown key.
+
+    pydantic-settings reads only the variables of known sections and would ignore the rest, so
+    a misspelt section (``WEIJIAN_INGST__ALERTS``) would change nothing, silently.
+    """
+    sections = set(Settings.model_fields)
+    for name in sorted(os.environ):
+        if not name.upper().startswith(ENV_PREFIX) or "__" not in name[len(ENV_PREFIX):]:
+            continue  # WEIJIAN_VENV and the like are not settings
+        section = name[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        if section not in sections:
+            known = ", ".join(sorted(sections))
+            raise ConfigError(f"environment variable {name}: no section [{section}] (sections: {known})")
+
+
 def load_settings(path: Path | None) -> Settings:
     """Read the TOML file (if given) and apply environment overrides.
 
@@ -482,6 +498,7 @@ def load_settings(path: Path | None) -> Settings:
     if path is not None:
         data = read_toml(path, ConfigError, "configuration file")
         _resolve_paths(data, path.resolve().parent)
+    _check_environment_sections()
     try:
         return Settings(**data)
     except ValidationError as exc:
