@@ -46,7 +46,7 @@ from weijian.backoff import Backoff
 from weijian.clock import Clock
 from weijian.config import Settings
 from weijian.contract import AlertEvent, GatewayStatus, Reading, alert_topic
-from weijian.errors import AlertsUnavailable, PartitionLost, ServiceError, UsageError
+from weijian.errors import AlertsUnavailable, ConfigError, PartitionLost, ServiceError, UsageError
 from weijian.registry import Registry
 from weijian.status_http import StatusServer
 
@@ -194,6 +194,11 @@ class IngestService:
         if mode == "auto":
             mode = "postgres" if url.startswith(("postgresql:", "postgresql+psycopg:")) else "local"
         indices = sorted(self.partitions)
+        if mode == "postgres" and not url.startswith(("postgresql:", "postgresql+psycopg:")):
+            raise ConfigError(
+                f'[ingest] coordination = "postgres" needs [tasks] url = "postgresql://...", '
+                f"not {url.split('@')[-1]!r}"  # no credentials in the message
+            )
         if mode == "postgres":
             return PgCoordinator(url, cfg.client_id, indices, interval_s=cfg.claim_interval_s,
                                  member_timeout_s=cfg.member_timeout_s,

@@ -156,3 +156,12 @@ def test_every_relative_file_path_is_relative_to_the_config_file(tmp_path: Path)
     assert settings.ingest.spool_path == tmp_path / "s.db"
     assert settings.mqtt.tls_ca == tmp_path / "ca.pem"
     assert settings.alerts.rules_dir == Path("/etc/rules")  # absolute stays as written
+
+
+def test_postgres_coordination_without_a_postgresql_tasks_url_exits_2(
+    tmp_path: Path, example_registry: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = write(tmp_path, f'[registry]\npath = "{example_registry}"\n[tasks]\nurl = "sqlite:///{tmp_path}/t.sqlite"\n'
+                           '[ingest]\ncoordination = "postgres"\nalerts = false\nmetrics_port = 0\n')
+    assert main(["ingest", "run", "--config", str(conf)]) == 2  # it claimed nothing, forever, before
+    assert 'coordination = "postgres" needs [tasks] url' in capsys.readouterr().err
