@@ -14,6 +14,7 @@ from typing import Any
 
 from firmware_sim.scenario import Scenario, list_scenarios, load_scenario
 from firmware_sim.service import run_scenario
+from weijian.cli import add_config_argument, checking_config
 from weijian.device_profile import list_profiles, load_profile
 from weijian.errors import UsageError
 
@@ -62,9 +63,11 @@ def register(subparsers: Any) -> None:
         metavar="PATH",
         help="also write the endpoints as JSON to PATH once serving (for other programs)",
     )
-    run.set_defaults(handler=_run)
+    add_config_argument(run)
+    run.set_defaults(handler=checking_config(_run))
     listing = sim_sub.add_parser("list", help="list bundled scenarios and device profiles")
-    listing.set_defaults(handler=_list)
+    add_config_argument(listing)
+    listing.set_defaults(handler=checking_config(_list))
     _register_hj212(sim_sub)
 
 
@@ -103,7 +106,8 @@ def _register_hj212(sim_sub: Any) -> None:
     hj.add_argument("--split", action="store_true", help="write every packet in pieces (TCP segments)")
     hj.add_argument("--join", action="store_true", help="write a tick's packets together")
     hj.add_argument("--seed", type=int, default=0)
-    hj.set_defaults(handler=_hj212)
+    add_config_argument(hj)
+    hj.set_defaults(handler=checking_config(_hj212))
 
 
 def _hj212(args: argparse.Namespace) -> int:

@@ -165,3 +165,13 @@ def test_postgres_coordination_without_a_postgresql_tasks_url_exits_2(
                            '[ingest]\ncoordination = "postgres"\nalerts = false\nmetrics_port = 0\n')
     assert main(["ingest", "run", "--config", str(conf)]) == 2  # it claimed nothing, forever, before
     assert 'coordination = "postgres" needs [tasks] url' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("program", [["sim", "list"], ["sim", "run", "--scenario", "demo-city"], ["demo"],
+                                     ["sim", "hj212", "--port", "1", "--mn", "x"]])
+def test_programs_without_settings_of_their_own_check_config_too(
+    program: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = write(tmp_path, "[mqtt]\nprot = 1883\n")
+    assert main([*program, "--config", str(bad)]) == 2  # before anything starts
+    assert "prot" in capsys.readouterr().err

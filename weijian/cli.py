@@ -25,7 +25,7 @@ from weijian.parent_death import die_with_parent_if_asked
 from weijian.redact import mask_tree
 from weijian.registry import Registry, load_registry, mosquitto_acl
 
-__all__ = ["Command", "add_config_argument", "main", "settings_and_registry"]
+__all__ = ["Command", "add_config_argument", "checking_config", "main", "settings_and_registry"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,20 @@ def add_config_argument(parser: argparse.ArgumentParser, *, required: bool = Fal
         metavar="PATH",
         help="TOML configuration file; every key can be overridden by WEIJIAN_<SECTION>__<KEY>",
     )
+
+
+def checking_config(handler: Command) -> Command:
+    """``handler`` for a program that reads no settings: ``--config`` is checked all the same.
+
+    Every program takes ``--config PATH`` (the contract); for one with nothing to read there
+    (the simulators, the demo), a bad file or environment override still exits 2, naming the key.
+    """
+
+    def run(args: argparse.Namespace) -> int:
+        load_settings(args.config)
+        return handler(args)
+
+    return run
 
 
 def settings_and_registry(args: argparse.Namespace) -> tuple[Settings, Registry]:

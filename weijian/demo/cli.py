@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from weijian.cli import add_config_argument, checking_config
 from weijian.errors import UsageError
 
 __all__ = ["register"]
@@ -40,4 +41,5 @@ def register(sub: Any) -> None:
                         help="where data and logs go (default ./demo-data/<time>)")
     parser.add_argument("--registry", type=Path, default=_EXAMPLE_REGISTRY,
                         help="site registry TOML (default: examples/registry.toml)")
-    parser.set_defaults(handler=_run)
+    add_config_argument(parser)
+    parser.set_defaults(handler=checking_config(_run))
