@@ -1,7 +1,8 @@
 """Duplicate and gap detection by ``(gateway_id, seq)``, persisted so it survives SIGKILL.
 
-Per gateway we remember the highest seq and every seq seen within ``window`` below it.
-A seq already seen is a duplicate. A seq older than the window is let through: storing it
+Per gateway we remember the highest seq and which seqs within ``window`` below it were seen
+(as the range tracked and its holes: memory grows with the holes, not the window). A seq
+already seen is a duplicate. A seq older than the window is let through: storing it
 again is harmless (same point in InfluxDB) and dropping it could lose a late reading.
 Gaps: a jump from ``max`` to ``seq`` adds ``seq - max - 1`` missing; a late seq that fills
 a hole takes one away. The seen seqs are written to SQLite after the batch is stored and
@@ -16,6 +17,7 @@ from array import array
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from ingest.sqlite_thread import SqliteThread
@@ -33,10 +35,18 @@ CREATE TABLE IF NOT EXISTS gaps (gateway TEXT PRIMARY KEY, missing INTEGER NOT N
 
 @dataclass(slots=True)
 class GatewaySeqs:
-    """What we know about one gateway's sequence numbers."""
+    """What we know about one gateway's sequence numbers, in memory proportional to its holes.
+
+    A gateway's seqs come mostly in order, so rather than every seq seen in the window (100,000
+    per gateway by default: gigabytes at a city's scale after a few days) this keeps the range
+    ``[floor, max_seq]`` and the seqs of that range not seen (``holes``), plus the few seen below
+    ``floor`` (``early``: late ones older than the first seq tracked).
+    """
 
     max_seq: int = -1
-    seen: set[int] = field(default_factory=set)
+    floor: int = 0
+    holes: set[int] = field(default_factory=set)
+    early: set[int] = field(default_factory=set)
     missing: int = 0
 
 
@@ -49,31 +59,62 @@ class SeqTracker:
         self.too_old = 0
 
     def admit(self, gateway_id: str, seq: int) -> bool:
-        """Record ``seq``; True if it is new, False if it is a duplicate."""
+        """Record ``seq``; True if it is new, False if it is a duplicate.
+
+        A seq at or below ``max_seq - window`` is let through (counted in :attr:`too_old`).
+        """
         state = self.gateways.get(gateway_id)
         if state is None:
-            state = self.gateways[gateway_id] = GatewaySeqs()
-        if seq > state.max_seq:
-            if state.max_seq >= 0:
-                state.missing += seq - state.max_seq - 1
-            state.max_seq = seq
-            state.seen.add(seq)
+            state = self.gateways[gateway_id] = GatewaySeqs(max_seq=seq, floor=seq)
             return True
-        if seq in state.seen:
-            return False
-        if seq <= state.max_seq - self.window:
+        top = state.max_seq
+        if seq > top:
+            state.missing += seq - top - 1
+            low = max(top + 1, seq - self.window + 1)  # holes further down are out of the window
+            if seq > low:
+                state.holes.update(range(low, seq))
+            state.max_seq = seq
+            return True
+        if seq <= top - self.window:
             self.too_old += 1
             return True
-        state.seen.add(seq)
-        state.missing = max(0, state.missing - 1)
+        if seq >= state.floor:
+            if seq not in state.holes:
+                return False
+            state.holes.discard(seq)
+        elif seq in state.early:
+            return False
+        else:
+            state.early.add(seq)
+        state.missing = max(0, state.missing - 1)  # a late one fills a hole
         return True
 
     def prune(self) -> None:
-        """Forget seqs that fell out of the window (call once per batch)."""
+        """Forget what fell out of the window (call once per batch)."""
         for state in self.gateways.values():
-            if len(state.seen) > self.window + self.window // 4:
-                floor = state.max_seq - self.window
-                state.seen = {s for s in state.seen if s > floor}
+            bottom = state.max_seq - self.window  # this and below: too old
+            if state.floor <= bottom:
+                state.floor = bottom + 1
+                if state.holes:
+                    state.holes = {h for h in state.holes if h > bottom}
+                if state.early:
+                    state.early = set()  # all below the old floor, so out of the window now
+
+    def restore(self, gateway_id: str, seen: array[int]) -> None:
+        """Take a gateway's seqs recorded as seen (the dedup store's blocks)."""
+        if not seen:
+            return
+        top = max(seen)
+        old = self.gateways.get(gateway_id)
+        missing = old.missing if old is not None else 0
+        bottom = top - self.window
+        inside = sorted({s for s in seen if s > bottom})
+        state = GatewaySeqs(max_seq=top, floor=inside[0], missing=missing)
+        if len(inside) != top - inside[0] + 1:  # not contiguous: list what is not there
+            for a, b in pairwise(inside):
+                if b - a > 1:
+                    state.holes.update(range(a + 1, b))
+        self.gateways[gateway_id] = state
 
 
 class DedupStore:
@@ -89,18 +130,23 @@ class DedupStore:
 
         def _load(db: sqlite3.Connection) -> SeqTracker:
             tracker = SeqTracker(self.window)
-            for gateway, max_seq, blob in db.execute("SELECT gateway, max_seq, seqs FROM seen_blocks"):
+            current: str | None = None
+            seqs: array[int] = array("q")
+            # One gateway at a time (the index orders them), so only its seqs are held at once.
+            rows = db.execute("SELECT gateway, seqs FROM seen_blocks ORDER BY gateway")
+            for gateway, blob in rows:
                 if not wanted(gateway):
                     continue
-                state = tracker.gateways.setdefault(gateway, GatewaySeqs())
-                seqs = array("q")
+                if gateway != current:
+                    if current is not None:
+                        tracker.restore(current, seqs)
+                    current, seqs = gateway, array("q")
                 seqs.frombytes(blob)
-                state.seen.update(seqs)
-                state.max_seq = max(state.max_seq, max_seq)
-            tracker.prune()
+            if current is not None:
+                tracker.restore(current, seqs)
             for gateway, missing in db.execute("SELECT gateway, missing FROM gaps"):
-                if wanted(gateway):
-                    tracker.gateways.setdefault(gateway, GatewaySeqs()).missing = missing
+                if wanted(gateway) and gateway in tracker.gateways:
+                    tracker.gateways[gateway].missing = missing
             return tracker
 
         return await self._db.run(_load)

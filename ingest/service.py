@@ -536,7 +536,7 @@ class IngestService:
 
         n = part.index
         if self._alerts is not None:  # both sessions see every message: parse each once
-            self._verdicts[n] = VerdictCache(4 * self._read_ahead())  # bounded like the read-ahead
+            self._verdicts[n] = VerdictCache(2 * self._read_ahead())  # bounded like the read-ahead
         async with asyncio.TaskGroup() as tg:
             tg.create_task(watch(), name=f"partition-watch-{n}")
             tg.create_task(self._keep_running(f"p{n}", lambda: self._storage_session(part, quit_), quit_,

@@ -215,7 +215,8 @@ class VerdictCache:
         none it has yet to take, or is not live; else when it has caught up, or after ``wait_s``.
         """
         other = "alerts" if side == "storage" else "storage"
-        target = self._pos[side] + n - self._size
+        # Never past this side: a batch larger than the cache must not wait for the other to lead.
+        target = self._pos[side] + min(0, n - self._size)
         if not partner_live or self._pos[other] >= target:
             return
         self.waits += 1
