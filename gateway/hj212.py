@@ -239,8 +239,12 @@ class Packet:
 
     @property
     def key(self) -> tuple[str, str | None, str, int | None]:
-        """What identifies a retry: the same MN, QN, CN (and PNO for a part)."""
-        return (self.mn, self.qn, self.cn, self.pno)
+        """What identifies a retry: the same MN, QN, CN (and PNO for a part).
+
+        A 2005-edition packet has no QN: its CP (which holds its DataTime) stands in, so that
+        each new upload is new and only a resend of the same one is a retry.
+        """
+        return (self.mn, self.qn if self.qn is not None else "CP=" + self.cp, self.cn, self.pno)
 
 
 def _pairs(parts: list[str], where: str) -> Iterator[tuple[str, str]]:
@@ -307,7 +311,10 @@ def parse_time(text: str) -> datetime:
                     int(head[12:14]), tzinfo=_CHINA)
     tail = text[14:17]
     ms = int(tail) if len(tail) == 3 and tail.isascii() and tail.isdigit() else 0
-    return (base + timedelta(milliseconds=ms)).astimezone(UTC)
+    try:
+        return (base + timedelta(milliseconds=ms)).astimezone(UTC)
+    except OverflowError:  # year 1 in China time is before what UTC can hold
+        raise ValueError(f"time {text!r} is out of range") from None
 
 
 def parse_cp(cp: str) -> CpData:

@@ -144,7 +144,10 @@ class Forwarder:
                 await writer.wait_closed()
 
     async def _answer(self, reader: asyncio.StreamReader, frames: hj212.FrameReader, qn: str | None) -> None:
-        """Wait for the upstream's 9014 to this QN (other packets it sends are ignored)."""
+        """Wait for the upstream's answer to this QN: 9014 to data, 9013 to a heartbeat or a request.
+
+        Other packets it sends are ignored.
+        """
         async with asyncio.timeout(self.upstream.timeout_s):
             while True:
                 data = await reader.read(4096)
@@ -154,7 +157,7 @@ class Forwarder:
                     if isinstance(item, hj212.Frame):
                         with contextlib.suppress(ValueError, UnicodeDecodeError):
                             reply = hj212.parse_packet(item.segment)
-                            if reply.cn == "9014" and (qn is None or reply.qn == qn):
+                            if reply.cn in ("9013", "9014") and (qn is None or reply.qn == qn):
                                 return
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from collections import Counter, OrderedDict, deque
@@ -295,6 +296,8 @@ class Hj212Listener:
                 value: float | None = float(values[suffix])
             except ValueError:
                 value, flag = None, Flag.DEVICE_FAULT
+            if value is not None and not math.isfinite(value):  # "NaN" and "inf" parse as floats
+                value, flag = None, Flag.DEVICE_FAULT
             if value is None and flag is Flag.NORMAL:
                 flag = Flag.DEVICE_FAULT
             metrics[metric] = MetricValue(value=value, unit=units[metric], flag=flag)
@@ -359,7 +362,11 @@ class Hj212Listener:
         m = _DATA_TIME.search(packet.cp)
         if m is None:
             return
-        off_s = (hj212.parse_time(m.group(1)) - self.now()).total_seconds()
+        try:
+            data_time = hj212.parse_time(m.group(1))
+        except ValueError:
+            return  # not a real time: the packet is refused as no_data when it is stored
+        off_s = (data_time - self.now()).total_seconds()
         if abs(off_s) <= self.settings.clock_tolerance_s:
             return
         if session.clock_set_at is not None and time.monotonic() - session.clock_set_at < _CLOCK_AGAIN_S:

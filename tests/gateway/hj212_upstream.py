@@ -1,5 +1,6 @@
 """A stand-in upstream platform for the HJ 212 forwarding tests and the acceptance run: a TCP
-listener that records every packet it gets, as received, and answers 9014 while it is up.
+listener that records every packet it gets, as received, and answers as a platform does while it
+is up: 9013 to a heartbeat (9015) or a time request (1013), 9014 to anything else.
 Stopping it closes its listener and its open connections (down means down)."""
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class Upstream:
                     self.packets.append(item.raw)
                     packet = hj212.parse_packet(item.segment)
                     if packet.wants_reply:
-                        writer.write(hj212.data_reply(packet))
+                        notice = packet.cn in ("9015", "1013")
+                        writer.write(hj212.notification_reply(packet) if notice else hj212.data_reply(packet))
                 await writer.drain()
         except ConnectionError:
             pass

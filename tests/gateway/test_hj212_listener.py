@@ -34,8 +34,8 @@ def hj_registry(gw_registry: Path, tmp_path: Path) -> Path:
     return path
 
 
-def upload(mn: str, qn: str, values: dict[str, tuple[float | str, str]], *, pw: str = "123456",
-           flag: int = 5, cn: str = "2011", rf: bool = False, key: bytes | None = None,
+def upload(mn: str, qn: str | None, values: dict[str, tuple[float | str, str]], *, pw: str = "123456",
+           flag: int | None = 5, cn: str = "2011", rf: bool = False, key: bytes | None = None,
            data_time: str = "20261122080000") -> bytes:
     suffix = "Rtd" if cn == "2011" else "Avg"
     cp = f"DataTime={data_time};" + ";".join(f"{c}-{suffix}={v},{c}-Flag={f}" for c, (v, f) in values.items())
@@ -155,6 +155,9 @@ async def test_forwarding_to_two_upstreams_one_down_a_while_both_end_with_every_
     })
     sent = [upload(PLAIN_MN, f"2026112208{m:02d}00001", {"w01001": (7.0 + m / 100, "N")},
                    data_time=f"2026112208{m:02d}00") for m in range(40)]
+    # A heartbeat that asks for an answer: the upstream's is a 9013, not a 9014.
+    sent.insert(10, hj212.encode_packet({"QN": "20261122081000009", "ST": "21", "CN": "9015", "PW": "123456",
+                                         "MN": PLAIN_MN, "Flag": 5}, ""))
     try:
         async with running_gateway(data):
             for _ in range(50):
@@ -187,3 +190,36 @@ async def test_forwarding_to_two_upstreams_one_down_a_while_both_end_with_every_
         await up_b.stop()
     assert up_a.packets == sent  # every packet, unchanged, in order, once
     assert up_b.packets == sent
+
+
+async def test_2005_packets_without_qn_and_unreadable_values_or_times_neither_collapse_nor_kill(
+    tmp_path, mosquitto, topic_root, hj_registry, collector_for
+):
+    port = free_port()
+    data = gateway_data(tmp_path, mosquitto, topic_root, hj_registry, [], hj212={
+        "listen_host": "127.0.0.1", "listen_port": port, "loggers": [
+            {"mn": PLAIN_MN, "password": "123456", "site_id": "yc-water-001", "device_id": "wq-01"}]})
+    collector = collector_for(mosquitto, topic_root)
+    ph = {"w01001": (7.2, "N")}
+    # 2005-era uploads carry no QN and no Flag (no answer): each minute is a new one.
+    old = b"".join(upload(PLAIN_MN, None, ph, flag=None, data_time=f"2026112208{m:02d}00") for m in range(3))
+    nan = upload(PLAIN_MN, "20261122081000001", {"w01001": ("NaN", "N")}, data_time="20261122081000")
+    year_1 = upload(PLAIN_MN, "20261122081100001", ph, data_time="00010101000000")  # before UTC can go
+    month_13 = upload(PLAIN_MN, "20261122081200001", ph, data_time="20261301000000")
+    last = upload(PLAIN_MN, "20261122081300001", ph, data_time="20261122081300")
+    async with running_gateway(data):
+        for _ in range(50):
+            try:
+                replies = await exchange(port, old + nan + year_1 + month_13 + last, replies=4)
+                break
+            except (ConnectionRefusedError, ValueError):
+                await asyncio.sleep(0.1)
+        # One connection answered every packet that asked: no poison packet closed it.
+        assert [r.cn for r in replies] == ["9014"] * 4
+        await collector.wait_for(lambda c: any(r["ts"] == "2026-11-22T00:13:00.000Z" for r in c.readings()),
+                                 10, "the last upload")
+    stamps = sorted(r["ts"] for r in collector.readings())
+    assert stamps == ["2026-11-22T00:00:00.000Z", "2026-11-22T00:01:00.000Z", "2026-11-22T00:02:00.000Z",
+                      "2026-11-22T00:10:00.000Z", "2026-11-22T00:13:00.000Z"]
+    (not_a_number,) = [r for r in collector.readings() if r["ts"] == "2026-11-22T00:10:00.000Z"]
+    assert not_a_number["metrics"]["ph"] == {"value": None, "unit": "pH", "flag": "D"}
