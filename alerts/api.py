@@ -31,6 +31,8 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, File, Header, HTTPException, Path, Query, Request, UploadFile
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, Field
@@ -151,6 +153,16 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: {"model": ErrorBody, "description": text_of[c]} for c in codes}
 
 
+def _header_text(value: str | None) -> str | None:
+    """A header as its sender wrote it: HTTP hands headers over as Latin-1, clients send UTF-8."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is calling: an account, or a team token."""
@@ -238,6 +250,16 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
     app.add_exception_handler(SQLAlchemyError, unavailable)
     app.add_exception_handler(TasksDbUnavailable, unavailable)
 
+    # A body that is not JSON at all is 400, as documented; a JSON body that breaks the schema
+    # stays FastAPI's 422 with the field named.
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return JSONResponse({"detail": "the body cannot be parsed as JSON"}, status_code=400)
+        return await request_validation_exception_handler(request, exc)
+
+    app.add_exception_handler(RequestValidationError, invalid)
+
     @app.middleware("http")
     async def https_only(request: Request, call_next: Any) -> Any:
         """Credentials never over plain HTTP across the network."""
@@ -277,7 +299,7 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
             raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
         for t in teams:
             if hmac.compare_digest(t.token.get_secret_value().encode(), token.encode()):
-                return Caller(districts=tuple(t.districts), team=t, inspector=x_inspector)
+                return Caller(districts=tuple(t.districts), team=t, inspector=_header_text(x_inspector))
         if accounts is not None:
             account = await asyncio.to_thread(accounts.authenticate, token)
             if account is not None:
@@ -405,7 +427,7 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
         else:
             if body is None or body.assignee is None:
                 raise HTTPException(400, "a team token names the assignee: {\"assignee\": ...}")
-            assignee, actor = body.assignee, f"team:{who.team.name if who.team else '?'}"
+            assignee, actor = body.assignee, who.actor
         if not await asyncio.to_thread(store.claim, task_id, assignee, datetime.now(UTC), actor):
             raise HTTPException(409, f"task {task_id} is not open")
         return shown(await visible(task_id, who))
@@ -428,6 +450,8 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
 
     async def closable(task_id: int, who: Caller) -> dict[str, Any]:
         task = await visible(task_id, who)
+        if task["status"] not in (TaskStatus.CLAIMED.value, TaskStatus.RESOLVED.value):
+            raise HTTPException(409, f"task {task_id} is not claimed")  # before whose it is
         if who.account is not None:
             require(who, Role.INSPECTOR.value, Role.DUTY_DESK.value)
             if who.account.role is Role.INSPECTOR and task["assignee"] != who.account.username:

@@ -270,3 +270,25 @@ def test_the_chart_readings_answer_503_while_influxdb_is_down(tmp_path) -> None:
         assert answer.status_code == 503 and "InfluxDB" in answer.json()["detail"]
         assert httpx.get(f"{base}/tasks/{tid}", headers=team, timeout=10).status_code == 200  # the rest works
     store.close()
+
+
+def test_status_before_ownership_400_for_a_body_that_is_not_json_and_the_team_inspector_in_the_audit(
+    api: Api,
+) -> None:
+    cg, _, other = api.ids
+    with api.client() as c:
+        liu = api.login(c, "liu")
+        body = {"finding": "已整改", "finding_code": "confirmed_fixed"}
+        # An open task: not claimed (409) comes before whose it is (403).
+        assert c.post(f"/tasks/{cg}/close", json=body, headers=auth(liu)).status_code == 409
+        photo = {"photo": ("p.png", png(), "image/png")}
+        assert c.post(f"/tasks/{cg}/photos", files=photo, headers=auth(liu)).status_code == 409
+        # Not JSON at all: 400; JSON of the wrong shape stays 422.
+        garbled = c.post("/auth/login", content=b"{not json", headers={"Content-Type": "application/json"})
+        assert garbled.status_code == 400, garbled.text
+        assert c.post("/auth/login", json={"username": 1}).status_code == 422
+        # A team token with X-Inspector as a client sends it: UTF-8.
+        r = c.post(f"/tasks/{other}/claim", json={"assignee": "王建国"},
+                   headers={"Authorization": "Bearer tok-cg", "X-Inspector": "王建国".encode()})
+        assert r.status_code == 200, r.text
+        assert r.json()["audit"][-1]["actor"] == "team:城关分局 (王建国)"
