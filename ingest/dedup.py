@@ -105,11 +105,9 @@ class SeqTracker:
         if not seen:
             return
         top = max(seen)
-        old = self.gateways.get(gateway_id)
-        missing = old.missing if old is not None else 0
         bottom = top - self.window
         inside = sorted({s for s in seen if s > bottom})
-        state = GatewaySeqs(max_seq=top, floor=inside[0], missing=missing)
+        state = GatewaySeqs(max_seq=top, floor=inside[0])  # its gap count is loaded apart
         if len(inside) != top - inside[0] + 1:  # not contiguous: list what is not there
             for a, b in pairwise(inside):
                 if b - a > 1:

@@ -191,10 +191,11 @@ class IngestService:
         cfg = self.settings.ingest
         url = self.settings.tasks.url
         mode = cfg.coordination
+        postgres = url.startswith(("postgresql:", "postgresql+psycopg:"))
         if mode == "auto":
-            mode = "postgres" if url.startswith(("postgresql:", "postgresql+psycopg:")) else "local"
+            mode = "postgres" if postgres else "local"
         indices = sorted(self.partitions)
-        if mode == "postgres" and not url.startswith(("postgresql:", "postgresql+psycopg:")):
+        if mode == "postgres" and not postgres:
             raise ConfigError(
                 f'[ingest] coordination = "postgres" needs [tasks] url = "postgresql://...", '
                 f"not {url.split('@')[-1]!r}"  # no credentials in the message
