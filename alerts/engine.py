@@ -186,7 +186,8 @@ class Alert:
         since: true time the condition began.
         fired_at: true time it fired.
         notified_at: receiver time of the last notification (first, repeat or escalation).
-        opened_at: receiver time it fired (escalation counts from here).
+        opened_at: receiver time it fired, moved on by the time it was muted (a silence, or an
+            inhibition) while firing: escalation counts from here.
         resolved_at: true time it resolved.
         acked_at: receiver time it was acknowledged.
         acked_by: who acknowledged it.
@@ -285,6 +286,8 @@ class EngineState:
             since when the last reading has been outside (None: it was inside).
         day_counts: completeness rules: readings with data per device per local (UTC+8) day.
         judged_day: completeness rules: the last local day judged, per device and rule.
+        muted_since: when a silence or an inhibition began muting each firing alert, by key:
+            escalation does not count that time once the alert speaks again.
     """
 
     config: EngineConfig
@@ -301,6 +304,7 @@ class EngineState:
     )
     day_counts: dict[tuple[str, str], dict[date, int]] = field(default_factory=dict)
     judged_day: dict[tuple[str, str, str], date] = field(default_factory=dict)
+    muted_since: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
 
     def copy(self) -> EngineState:
         """A deep copy, for replaying."""
@@ -398,10 +402,13 @@ class _Step:
         alert.level = 1
         alert.late = late
         alert.silenced = self.muted(alert.site_id, alert.device_id, alert.rule_id, at)
+        if alert.silenced:
+            self.state.muted_since[alert.key] = self.now
         self.emit(TransitionKind.FIRING, alert, at, late)
 
     def resolve(self, alert: Alert, at: datetime, late: bool) -> None:
         del self.state.alerts[alert.key]
+        self.state.muted_since.pop(alert.key, None)
         alert.state = AlertState.RESOLVED
         alert.resolved_at = at
         self.emit(TransitionKind.RESOLVED, alert, at, late)
@@ -607,6 +614,7 @@ class _Step:
                 for a in self.state.alerts.values():
                     if (a.site_id, a.device_id) == (dev.site_id, dev.device_id) and _is_interruption(dev, a):
                         a.inhibited = True
+                        self.state.muted_since.setdefault(a.key, self.now)
         else:
             if self.state.offline.pop(gw, None) is None and alert is None:
                 return
@@ -642,19 +650,27 @@ class _Step:
                 self.judge(dev, rule, bad=True, clear=False, at=ref + silent, value=None,
                            late=False, since=ref, hold=silent)
         for alert in list(self.state.alerts.values()):
-            if alert.state is not AlertState.FIRING or alert.inhibited:
+            if alert.state is not AlertState.FIRING:
                 continue
-            if not alert.silenced and self.muted(alert.site_id, alert.device_id, alert.rule_id, now):
-                # A silence made after the alert fired mutes what is still to be sent (repeats,
-                # escalations), as Alertmanager decides at notification time.
-                alert.silenced = True
-            if alert.silenced:
-                if not self.muted(alert.site_id, alert.device_id, alert.rule_id, now):
-                    alert.silenced = False  # the window ended with the alert still firing
-                    alert.notified_at = now
-                    self.emit(TransitionKind.REPEAT, alert, now)
+            if alert.inhibited and self.inhibits(alert):
+                continue  # the gateway-offline alert (or the device's grace after it) speaks for it
+            if self.muted(alert.site_id, alert.device_id, alert.rule_id, now):
+                if not alert.silenced:
+                    # A silence made after the alert fired mutes what is still to be sent
+                    # (repeats, escalations), as Alertmanager decides at notification time.
+                    alert.silenced = True
+                    self.state.muted_since.setdefault(alert.key, now)
                 continue
             assert alert.opened_at is not None and alert.notified_at is not None
+            if alert.silenced or alert.inhibited:
+                # The window ended, or the gateway is back and the device still silent after its
+                # grace, with the alert still firing: notify it again at once, and let escalation
+                # go on where it stopped (the muted time does not count, so it does not jump).
+                alert.silenced = alert.inhibited = False
+                alert.opened_at += now - self.state.muted_since.pop(alert.key, alert.opened_at)
+                alert.notified_at = now
+                self.emit(TransitionKind.REPEAT, alert, now)
+                continue
             escalations = self.config.escalate_after
             due_level = 1 + sum(1 for d in escalations if now - alert.opened_at >= d)
             if due_level > alert.level:
@@ -664,6 +680,23 @@ class _Step:
             elif now - alert.notified_at >= self.config.repeat_interval:
                 alert.notified_at = now
                 self.emit(TransitionKind.REPEAT, alert, now)
+
+    def inhibits(self, alert: Alert) -> bool:
+        """Whether an inhibited interruption is still spoken for by its gateway's alert.
+
+        It is while the gateway is offline and, once it is back, for the rule's ``silent_min``:
+        the grace each device has to report again (a reading resolves the alert meanwhile).
+        """
+        dev = self.config.devices.get((alert.site_id, alert.device_id))
+        if dev is None or dev.gateway_id is None:
+            return False
+        if dev.gateway_id in self.state.offline:
+            return True
+        back = self.state.back_online.get(dev.gateway_id)
+        rule = next((r for r in dev.rules if r.id == alert.rule_id), None)
+        if back is None or rule is None or rule.silent_min is None:
+            return False
+        return self.now - back < timedelta(minutes=rule.silent_min)
 
     def acknowledge(self, ack: Acknowledge) -> None:
         alert = self.state.find(ack.alert_id)
@@ -750,8 +783,9 @@ def snapshot(state: EngineState) -> dict[str, Any]:
 
     Open alerts are rows of their own; silences are recorded where they are made. What is
     left (last data time per device, rate-of-change references, last-empty times, gateways
-    offline and back online, the watch's start) is what :func:`restore` needs so that
-    pending durations, hysteresis and no-data timers go on across a takeover.
+    offline and back online, the watch's start, since when firing alerts are muted) is what
+    :func:`restore` needs so that pending durations, hysteresis, no-data timers and
+    escalation go on across a takeover.
     """
     return {
         "v": 1,
@@ -766,6 +800,7 @@ def snapshot(state: EngineState) -> dict[str, Any]:
         "day_counts": [[s, d, day.isoformat(), n] for (s, d), days in state.day_counts.items()
                        for day, n in days.items()],
         "judged_day": [[s, d, r, day.isoformat()] for (s, d, r), day in state.judged_day.items()],
+        "muted_since": [[s, d, r, _us(t)] for (s, d, r), t in state.muted_since.items()],
     }
 
 
@@ -820,3 +855,8 @@ def restore(state: EngineState, data: Mapping[str, Any]) -> None:
             judged = date.fromisoformat(day)
             if (s, d, r) not in state.judged_day or judged > state.judged_day[(s, d, r)]:
                 state.judged_day[(s, d, r)] = judged
+    for s, d, r, t in data.get("muted_since", ()):
+        if (s, d) in devices or d in gateways:  # a gateway-offline alert's device is its gateway
+            old = state.muted_since.get((s, d, r))
+            if old is None or _at(t) > old:
+                state.muted_since[(s, d, r)] = _at(t)

@@ -113,6 +113,7 @@ class DeliveryStatus(StrEnum):
 metadata = MetaData()
 
 _ts = DateTime(timezone=True)
+_IDS_PER_QUERY = 500  # bound parameters per IN (...): well inside SQLite's and PostgreSQL's limits
 
 alerts_table = Table(
     "alerts_alerts", metadata,
@@ -700,6 +701,22 @@ class Store:
             query = query.where(tasks_table.c.assignee == assignee)
         with self.engine.connect() as conn:
             return [_task(row) for row in conn.execute(query).mappings().all()]
+
+    def taken_tasks(self, alert_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """``(alert_id, assignee)`` of the tasks of these alerts that someone has taken.
+
+        Claimed, resolved or closed: a task claimed and closed between two ticks of the service
+        has been taken as much as one still claimed.
+        """
+        taken = [TaskStatus.CLAIMED.value, TaskStatus.RESOLVED.value, TaskStatus.CLOSED.value]
+        out: list[tuple[str, str]] = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(alert_ids), _IDS_PER_QUERY):
+                query = select(tasks_table.c.alert_id, tasks_table.c.assignee).where(
+                    tasks_table.c.alert_id.in_(alert_ids[i:i + _IDS_PER_QUERY]),
+                    tasks_table.c.status.in_(taken))
+                out += [(r.alert_id, r.assignee or "?") for r in conn.execute(query)]
+        return out
 
     def desk_tasks(self, districts: Iterable[str], limit: int = 500) -> list[dict[str, Any]]:
         """The districts' tasks not yet closed, the earliest due (so the overdue) first."""

@@ -341,8 +341,9 @@ class IngestSettings(_Section):
 class AlertRoute(_Section):
     """``[[alerts.routes]]``: a node of the notification routing tree.
 
-    The deepest matching node wins (children before their parent, siblings in order); unset
-    match keys match everything.
+    At each level the first matching node (in file order) is taken and its children are tried
+    the same way; the deepest node reached wins, with its own channels and phones. Unset match
+    keys match everything.
     """
 
     district: str | None = None
@@ -409,7 +410,7 @@ class AlertsSettings(_Section):
     # Seconds between saves of each partition's engine state; judged readings are acknowledged
     # after the save (or at once when they change an alert), so a successor judges none twice.
     checkpoint_s: float = Field(0.5, gt=0)
-    batch_interval_s: float = Field(0.02, gt=0)  # the alerts sessions' batching: alert latency
+    batch_interval_s: float = Field(0.005, gt=0)  # alerts sessions: gather this long after a first message
 
     @model_validator(mode="after")
     def _tls_pair(self) -> AlertsSettings:

@@ -113,6 +113,8 @@ OVERRIDABLE: Final[Mapping[str, type]] = {
     "silent_min": float,
     "near_empty_kg": float,
     "window_h": float,
+    "expected_interval_min": float,
+    "min_share": float,
 }
 
 
