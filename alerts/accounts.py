@@ -10,7 +10,8 @@ disabling the account and resetting its password revoke its tokens; a spent refr
 comes back (stolen and replayed) revokes its whole login.
 
 ``api_max_failed_logins`` wrong passwords in a row lock the account for ``api_lockout_s``;
-user names that do not exist are locked the same way (in memory), so an attacker cannot tell
+user names that do not exist are counted and locked the same way, in memory (:class:`_UnknownNames`:
+a fixed set of counters that forgets nothing while the process runs), so an attacker cannot tell
 them apart by the answers.
 """
 
@@ -20,11 +21,13 @@ import hashlib
 import json
 import re
 import secrets
+import threading
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -38,6 +41,11 @@ __all__ = ["Account", "AccountError", "Accounts", "LoginRefused", "Role", "Token
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _PHONE = re.compile(r"^\+?[0-9]{5,19}$")
 MIN_PASSWORD = 8
+# Counters for user names that do not exist: 2**20 of them take 9 MiB (a byte of failures and
+# eight of lock time each), a fraction of one argon2id verification's 64 MiB.
+UNKNOWN_NAME_COUNTERS: Final = 1 << 20
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
 
 
 class Role(StrEnum):
@@ -99,6 +107,59 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+class _UnknownNames:
+    """Failed logins of user names that do not exist, kept as an account row keeps them.
+
+    Each name has one of ``counters`` counters (failures in a row, locked until), chosen by a
+    keyed hash (BLAKE2b, a random key per process). The memory is fixed and nothing is evicted,
+    so trying other names, however many, cannot reset a name's count or lift its lock, as it
+    cannot for an account. Names that share a counter share its count: one may lock before its
+    own ``max_failed``-th wrong password. Without the key, finding a name that shares a given
+    name's counter takes about ``counters`` guesses (a million logins, each an argon2id
+    verification). A restart starts every count again.
+    """
+
+    def __init__(self, counters: int) -> None:
+        self._key = secrets.token_bytes(32)
+        self._failed = bytearray(counters)
+        self._locked_until_us = array("q", bytes(8 * counters))  # microseconds since 1970; 0: never
+        self._mutex = threading.Lock()
+
+    def _slot(self, username: str) -> int:
+        digest = hashlib.blake2b(username.encode(), key=self._key, digest_size=8).digest()
+        return int.from_bytes(digest, "big") % len(self._failed)
+
+    def locked_until(self, username: str, now: datetime) -> datetime | None:
+        """When the name's lock ends, if it is locked at ``now``."""
+        with self._mutex:
+            until_us = self._locked_until_us[self._slot(username)]
+        until = _EPOCH + until_us * _MICROSECOND
+        return until if until > now else None
+
+    def fail(self, username: str, now: datetime, max_failed: int,
+             lockout: timedelta) -> tuple[datetime | None, bool]:
+        """Count one wrong password.
+
+        Returns:
+            When the name's lock ends (None: not locked), and whether this attempt locked it.
+            A name locked meanwhile (by another attempt) stays locked and this one is not
+            counted, as a locked account's attempts are not.
+        """
+        with self._mutex:
+            slot = self._slot(username)
+            until = _EPOCH + self._locked_until_us[slot] * _MICROSECOND
+            if until > now:
+                return until, False
+            failed = self._failed[slot] + 1
+            if failed < max_failed:
+                self._failed[slot] = failed
+                return None, False
+            until = now + lockout
+            self._failed[slot] = 0  # as an account's row: the count starts again after the lock
+            self._locked_until_us[slot] = (until - _EPOCH) // _MICROSECOND
+            return until, True
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)  # SQLite gives naive UTC back
@@ -110,16 +171,19 @@ class Accounts:
 
     def __init__(self, engine: Engine, *, access_ttl_s: int = 900, refresh_ttl_s: int = 43_200,
                  max_failed: int = 5, lockout_s: int = 900,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 hasher: PasswordHasher | None = None) -> None:
         self.engine = engine
         self.access_ttl = timedelta(seconds=access_ttl_s)
         self.refresh_ttl = timedelta(seconds=refresh_ttl_s)
         self.max_failed = max_failed
         self.lockout = timedelta(seconds=lockout_s)
         self.now = now
-        self._hasher = PasswordHasher()
+        if not 1 <= max_failed <= 255:  # an unknown name's counter is one byte
+            raise ValueError(f"max_failed {max_failed}: 1-255")
+        self._hasher = hasher or PasswordHasher()
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))  # equal work for unknown names
-        self._unknown: dict[str, tuple[int, datetime | None]] = {}  # name -> (failures, locked until)
+        self._unknown = _UnknownNames(UNKNOWN_NAME_COUNTERS)
 
     # --- administration (weijian tasks user ...) -----------------------------------------------
 
@@ -336,18 +400,16 @@ class Accounts:
 
     def _unknown_attempt(self, username: str, now: datetime, password: str) -> LoginRefused:
         """An unknown user name: the same work, answers and lockout as a known one."""
-        failed, locked = self._unknown.get(username, (0, None))
-        if locked is not None and locked > now:
+        locked = self._unknown.locked_until(username, now)
+        if locked is not None:
             return LoginRefused("locked", int((locked - now).total_seconds()) + 1)
         self._verify(self._dummy, password)
-        failed += 1
-        if len(self._unknown) > 10_000:  # a bounded memory of names tried
-            self._unknown.clear()
-        if failed >= self.max_failed:
-            self._unknown[username] = (0, now + self.lockout)
+        locked, by_this_attempt = self._unknown.fail(username, now, self.max_failed, self.lockout)
+        if locked is None:
+            return LoginRefused("wrong_password")
+        if by_this_attempt:
             return LoginRefused("locked", int(self.lockout.total_seconds()))
-        self._unknown[username] = (failed, None)
-        return LoginRefused("wrong_password")
+        return LoginRefused("locked", int((locked - now).total_seconds()) + 1)
 
 
 def _by_name(username: str) -> Any:

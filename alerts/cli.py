@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,38 @@ def _store(args: argparse.Namespace) -> Any:
 
 def _print(obj: Any) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+def _at_least(option: str, value: float, minimum: float) -> None:
+    """Bad usage unless ``value`` is a finite number at least ``minimum``.
+
+    argparse's ``type=float`` takes ``nan``, ``inf`` and negative numbers, and ``type=int``
+    negative ones.
+
+    Raises:
+        UsageError: naming the option and the value (exit 2).
+    """
+    if not (math.isfinite(value) and value >= minimum):
+        raise UsageError(f"{option} {value}: must be a number of at least {minimum:g}")
+
+
+def _gps(text: str) -> list[float]:
+    """``--gps lat,lon``: degrees (WGS 84), in range, as the task API takes them.
+
+    Raises:
+        UsageError: not two numbers separated by a comma, or out of range (exit 2).
+    """
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError("two numbers")
+        lat, lon = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise UsageError(f"--gps {text!r}: give latitude,longitude in degrees, e.g. 30.1,117.2") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):  # also false for nan; inf is out of range
+        raise UsageError(f"--gps {text!r}: latitude must be within -90..90 and longitude within "
+                         "-180..180 (degrees, WGS 84)")
+    return [lat, lon]
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -56,13 +89,13 @@ def _claim(args: argparse.Namespace) -> int:
 
 
 def _close(args: argparse.Namespace) -> int:
-    _, store = _store(args)
     evidence: dict[str, Any] = {"photos": args.photo or []}
-    if args.gps:
-        lat, _, lon = args.gps.partition(",")
-        evidence["gps"] = [float(lat), float(lon)]
+    if args.gps is not None:
+        evidence["gps"] = _gps(args.gps)
     if args.on_site_min is not None:
+        _at_least("--on-site-min", args.on_site_min, 0)
         evidence["on_site_min"] = args.on_site_min
+    _, store = _store(args)
     if not store.close_task(args.id, args.actor, args.finding, evidence, datetime.now(UTC)):
         print(f"task {args.id} is not claimed (claim it first) or already closed")
         return 1
@@ -71,6 +104,7 @@ def _close(args: argparse.Namespace) -> int:
 
 
 def _notifications(args: argparse.Namespace) -> int:
+    _at_least("--limit", args.limit, 1)
     _, store = _store(args)
     for d in store.deliveries(recipient=args.recipient, alert_id=args.alert, limit=args.limit):
         print(f"{d['created_at']:%Y-%m-%d %H:%M:%S} {d['status']:<9} {d['channel']:<8} {d['recipient']:<12} "
@@ -127,6 +161,7 @@ def _silence_list(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     from alerts.store import TasksDbUnavailable, migrate, shown_url
 
+    _at_least("--wait", args.wait, 0)
     settings = load_settings(args.config)
     where = shown_url(settings.tasks.url)
     try:
@@ -324,6 +359,7 @@ def _store_figures(args: argparse.Namespace, report: Any) -> None:
 
 
 def _report_risk(args: argparse.Namespace) -> int:
+    _at_least("--top", args.top, 1)
     report, _ = _compute(args)
     if report is None:
         return 1
@@ -360,7 +396,7 @@ def register(subparsers: Any) -> None:
             q.add_argument("--no-store", action="store_true",
                            help="do not write the figures to InfluxDB (report_monthly, for Grafana)")
         else:
-            q.add_argument("--top", type=int, default=20, help="how many sites (default 20)")
+            q.add_argument("--top", type=int, default=20, help="how many sites, 1 or more (default 20)")
         q.set_defaults(handler=handler)
         add_config_argument(q)
     tasks = subparsers.add_parser("tasks", help="inspection tasks (巡查核查任务), notifications, task API")
@@ -381,13 +417,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--finding", required=True)
     p.add_argument("--actor", required=True)
     p.add_argument("--photo", action="append", help="photo reference (repeatable)")
-    p.add_argument("--gps", help="lat,lon")
-    p.add_argument("--on-site-min", type=float, help="minutes spent on site")
+    p.add_argument("--gps", help="lat,lon in degrees (WGS 84), e.g. 30.1,117.2")
+    p.add_argument("--on-site-min", type=float, help="minutes spent on site (0 or more)")
     p.set_defaults(handler=_close)
     p = sub.add_parser("notifications", help="the delivery log: who was told what, when, delivered or not")
     p.add_argument("--recipient")
     p.add_argument("--alert")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="at most this many rows, newest first (default 50)")
     p.set_defaults(handler=_notifications)
     p = sub.add_parser("migrate", help="bring the alerts database to the newest schema, keeping its rows "
                        "(every service also does this when it starts)")

@@ -8,7 +8,8 @@ Layout under ``--out DIR`` (mount ``DIR/provisioning`` at ``/etc/grafana/provisi
     dashboards/<uid>.json                   one file per dashboard
 
 Passwords never land in the files: they are written as ``$__env{VAR}`` references, which
-Grafana expands from its environment when it reads the file.
+Grafana expands from its environment when it reads the file (and only then: its HTTP API
+stores what it is sent, so ``push`` sends the passwords themselves, see :func:`datasources`).
 """
 
 from __future__ import annotations
@@ -30,12 +31,16 @@ __all__ = ["DASHBOARDS_PATH", "datasources", "provider", "write_provisioning"]
 log = logging.getLogger(__name__)
 
 DASHBOARDS_PATH: Final = "/var/lib/grafana/dashboards/weijian"
+# The setting that holds the password itself, so one environment serves weijian and Grafana.
 INFLUX_PASSWORD_ENV: Final = "WEIJIAN_INFLUX__PASSWORD"
-TASKS_PASSWORD_ENV: Final = "WEIJIAN_GRAFANA__TASKS_PASSWORD"
+# The tasks password is part of a URL, not a setting of its own. A single underscore keeps the
+# name out of the WEIJIAN_<SECTION>__<KEY> overrides, where an unknown key is an error: Grafana's
+# environment may be shared with weijian's.
+TASKS_PASSWORD_ENV: Final = "WEIJIAN_GRAFANA_TASKS_PASSWORD"
 _DEFAULT_TASKS_URL: Final = "postgresql://weijian@127.0.0.1:5432/weijian"
 
 
-def _influx_source(settings: Settings) -> dict[str, Any]:
+def _influx_source(settings: Settings, with_passwords: bool) -> dict[str, Any]:
     influx = settings.influx
     source: dict[str, Any] = {
         "name": "weijian InfluxDB",
@@ -52,11 +57,13 @@ def _influx_source(settings: Settings) -> dict[str, Any]:
     if influx.username:
         source["user"] = influx.username
     if influx.password is not None:
-        source["secureJsonData"] = {"password": f"$__env{{{INFLUX_PASSWORD_ENV}}}"}
+        secret = influx.password.get_secret_value()
+        password = secret if with_passwords else f"$__env{{{INFLUX_PASSWORD_ENV}}}"
+        source["secureJsonData"] = {"password": password}
     return source
 
 
-def _tasks_source(settings: Settings) -> dict[str, Any]:
+def _tasks_source(settings: Settings, with_passwords: bool) -> dict[str, Any]:
     url = settings.grafana.tasks_url or settings.tasks.url
     if not url.startswith("postgresql"):
         # Grafana has no built-in SQLite data source: point at the usual PostgreSQL instead.
@@ -76,13 +83,26 @@ def _tasks_source(settings: Settings) -> dict[str, Any]:
         "editable": False,
     }
     if parts.password:
-        source["secureJsonData"] = {"password": f"$__env{{{TASKS_PASSWORD_ENV}}}"}
+        password = unquote(parts.password) if with_passwords else f"$__env{{{TASKS_PASSWORD_ENV}}}"
+        source["secureJsonData"] = {"password": password}
     return source
 
 
-def datasources(settings: Settings) -> list[dict[str, Any]]:
-    """The two data sources, as provisioning entries (also the body ``push`` sends)."""
-    return [_influx_source(settings), _tasks_source(settings)]
+def datasources(settings: Settings, *, with_passwords: bool = False) -> list[dict[str, Any]]:
+    """The two data sources, as provisioning entries (also the body ``push`` sends).
+
+    Args:
+        settings: ``[influx]``, ``[tasks]`` and ``[grafana]`` are read.
+        with_passwords: False (files): a password is a ``$__env{VAR}`` reference
+            (:data:`INFLUX_PASSWORD_ENV`, :data:`TASKS_PASSWORD_ENV`). True (``push``): the
+            password itself, from ``[influx] password`` and the tasks URL, since Grafana's
+            HTTP API does not expand references. Either way, no password configured: no
+            ``secureJsonData``.
+
+    Raises:
+        ConfigError: the tasks URL cannot be turned into a data source.
+    """
+    return [_influx_source(settings, with_passwords), _tasks_source(settings, with_passwords)]
 
 
 def provider(settings: Settings) -> dict[str, Any]:

@@ -8,6 +8,11 @@ Safe to run again: everything is addressed by uid; a folder or data source that 
 is created, one that exists is updated in place; dashboards are posted with
 ``overwrite: true`` into the folder by ``folderUid``. grafana-client errors stop here and
 become :class:`PushFailed`.
+
+Data sources carry their passwords themselves (``[influx] password``, the password in the
+tasks URL): Grafana expands ``$__env{...}`` only in provisioning files, and would store the
+reference as the password. A data source with no password configured is sent without
+``secureJsonData``.
 """
 
 from __future__ import annotations
@@ -18,12 +23,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dashboards.provisioning import datasources
+from dashboards.targets import INFLUX_UID, TASKS_UID
 from weijian.config import Settings
 from weijian.errors import PushFailed, UsageError
 
 __all__ = ["PushFailed", "PushReport", "push"]
 
 log = logging.getLogger(__name__)
+
+# Where each data source's password comes from, for the message when there is none.
+_PASSWORD_KEYS = {
+    INFLUX_UID: "[influx] password",
+    TASKS_UID: "the password in [grafana] tasks_url (or [tasks] url)",
+}
 
 
 @dataclass
@@ -85,8 +97,12 @@ def push(settings: Settings, boards: Sequence[dict[str, Any]]) -> PushReport:
         else:
             api.folder.create_folder(grafana.folder_title, uid=grafana.folder_uid)
             report.created.append(current)
-        for source in datasources(settings):
+        for source in datasources(settings, with_passwords=True):
             current = f"datasource:{source['uid']}"
+            if "secureJsonData" not in source:
+                log.info("push.datasource_without_password", extra={
+                    "datasource": source["uid"], "user": source.get("user"),
+                    "set": _PASSWORD_KEYS[source["uid"]]})
             if _exists(api.datasource.get_datasource_by_uid, source["uid"]):
                 api.datasource.update_datasource_by_uid(source["uid"], source)
                 report.updated.append(current)
