@@ -183,7 +183,8 @@ class OutboxWorker:
         self.folded = 0  # items folded into summaries (over a channel's budget)
         self._folded_seen = -1
         self._summaries_at = datetime.min.replace(tzinfo=UTC)
-        self.wake = asyncio.Event()  # set by the service when it queues messages
+        self.wake = asyncio.Event()  # set through poke() when the service queues messages
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop run() runs on
         self.degraded = False  # the outbox could not be read at the last try
 
     def backoff(self, attempts: int) -> timedelta:
@@ -313,8 +314,24 @@ class OutboxWorker:
         await asyncio.to_thread(self.store.mark_delivery, item.id, DeliveryStatus.DELIVERED, self.now(),
                                 provider_ref=provider_ref or None)
 
+    def poke(self) -> None:
+        """Wake :meth:`run` now: something was queued. Safe to call from any thread."""
+        loop = self._loop
+        if loop is None:
+            self.wake.set()  # not running yet: the first pass looks anyway
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.wake.set()
+        else:
+            loop.call_soon_threadsafe(self.wake.set)
+
     async def run(self, client: httpx.AsyncClient) -> None:
         """Deliver forever (until cancelled), polling the outbox every ``outbox_poll_s``."""
+        self._loop = asyncio.get_running_loop()
         while True:
             try:
                 self.degraded = False  # set again by a delivery that cannot be settled

@@ -14,8 +14,10 @@ alerts knows no MQTT and no InfluxDB: ingest publishes and stores the events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -214,9 +216,7 @@ class AlertService:
         if not transitions:
             return []
         p = plan(self.dispatch, transitions)
-        await self._record(p, now)
-        if p.outbox:
-            self.worker.wake.set()
+        await self._record(p, now)  # wakes the outbox worker once committed
         for t in transitions:
             if t.kind.state is AlertState.FIRING:
                 log.info("alert.firing", extra={"alert_id": t.alert.alert_id, "rule": t.alert.rule_id,
@@ -244,8 +244,7 @@ class AlertService:
                 if self._state_key is not None:
                     state = (self._state_key, json.dumps(snapshot(self.state), separators=(",", ":")))
                 began = time.monotonic()
-                await asyncio.to_thread(self.store.record, p.alerts, p.tasks, p.outbox, p.audits, now,
-                                        state=state, fence=fence, epoch=self._epoch)
+                await asyncio.to_thread(self._record_now, p, now, state, fence)
                 if state is not None:
                     self.last_save_s = time.monotonic() - began
                 self._dirty = False
@@ -257,6 +256,13 @@ class AlertService:
                 log.error("alerts.store_unavailable",
                           extra={"error": str(exc), "retry_in_s": round(delay, 2)})
                 await asyncio.sleep(delay)
+
+    def _record_now(self, p: Plan, now: datetime, state: tuple[str, str] | None, fence: Fence | None) -> None:
+        """In a worker thread: commit, then wake the outbox at once (not after our loop's next turn)."""
+        self.store.record(p.alerts, p.tasks, p.outbox, p.audits, now, state=state, fence=fence,
+                          epoch=self._epoch)
+        if p.outbox:
+            self.worker.poke()
 
     async def checkpoint(self) -> None:
         """Save the engine state if anything was judged since the last save.
@@ -274,8 +280,8 @@ class AlertService:
     async def tick(self, events: asyncio.Queue[AlertEvent] | None = None) -> None:
         """Clock work: new silences, acknowledgements, repeats, escalations, interruptions, overdue tasks.
 
-        An alert whose task was claimed (by the CLI or the API, maybe in another process) is
-        acknowledged here.
+        An alert whose task was claimed (by the CLI or the API, maybe in another process), or
+        claimed and closed since the last tick, is acknowledged here.
         """
         known = {s.id for s in self.state.silences}
         for silence in await asyncio.to_thread(self.store.silences, active_at=self.now()):
@@ -298,9 +304,8 @@ class AlertService:
             await asyncio.to_thread(self.store.mark_escalated, task["id"], now, p.outbox)
 
     def _claimed(self, alert_ids: list[str]) -> list[tuple[str, str]]:
-        wanted = set(alert_ids)
-        return [(t["alert_id"], t["assignee"] or "?") for t in self.store.tasks(status="claimed")
-                if t["alert_id"] in wanted]
+        # Claimed, or already closed: both can happen between two ticks.
+        return self.store.taken_tasks(alert_ids)
 
     async def silence(self, silence: Silence) -> None:
         """Record a maintenance window and apply it."""
@@ -430,11 +435,57 @@ class AlertStage:
         return self.worker is not None and self.worker.degraded
 
     async def run(self) -> None:
-        """Deliver notifications until cancelled (claimed before sending, once across processes)."""
+        """Deliver notifications until cancelled (claimed before sending, once across processes).
+
+        The worker runs on an event loop of its own, in a thread: on ingest's loop each of its
+        database round trips and HTTP steps waited behind whole batches of other readings being
+        parsed, which made up most of an alert's time from reading to SMS.
+        """
         await self.open()
-        assert self.worker is not None
-        async with httpx.AsyncClient() as client:
-            await self.worker.run(client)
+        worker = self.worker
+        assert worker is not None
+        caller = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = caller.create_future()
+        loop = asyncio.new_event_loop()
+
+        async def deliver() -> None:
+            async with httpx.AsyncClient() as client:
+                await worker.run(client)
+
+        task = loop.create_task(deliver(), name="alerts-outbox")
+
+        def outbox_thread() -> None:
+            error: BaseException | None = None
+            try:
+                loop.run_until_complete(task)
+            except asyncio.CancelledError:
+                pass
+            except BaseException as exc:  # handed to the awaiting task, never lost in the thread
+                error = exc
+            finally:
+                loop.run_until_complete(loop.shutdown_default_executor())
+                loop.close()
+
+            def settle() -> None:
+                if ended.done():
+                    return
+                if error is None:
+                    ended.set_result(None)
+                else:
+                    ended.set_exception(error)
+
+            with contextlib.suppress(RuntimeError):  # the caller's loop is already closed
+                caller.call_soon_threadsafe(settle)
+
+        thread = threading.Thread(target=outbox_thread, name="alerts-outbox", daemon=True)
+        thread.start()
+        try:
+            await asyncio.shield(ended)
+        finally:
+            if not task.done():
+                with contextlib.suppress(RuntimeError):  # the thread's loop closed meanwhile
+                    loop.call_soon_threadsafe(task.cancel)
+            await asyncio.to_thread(thread.join, 10.0)
 
     def close(self) -> None:
         """Release the database."""

@@ -2,12 +2,12 @@
 
 Starts its own Mosquitto and InfluxDB on loopback, one ``weijian ingest run`` process with the
 alert engine (SQLite tasks, or ``--tasks-url postgresql://...``), and a local SMS receiver.
-A background publisher sends normal readings of the example registry's other devices at
-``--rate`` readings/s (QoS 1). Every ``--every`` seconds a probe publishes a power-loss
-reading of one fridge (``yc-cc-001/fr-02``, rule ``cc-power-lost``, which fires at once), then
-waits for its SMS at the receiver; the latency is from just before the probe's ``publish()``
-to the webhook request's arrival. Then the fridge gets power back (the alert resolves, nothing
-is sent) and the next probe starts a new alert.
+A background publisher, a child process of its own, sends normal readings of the example
+registry's other devices at ``--rate`` readings/s (QoS 1). Every ``--every`` seconds a probe
+publishes a power-loss reading of one fridge (``yc-cc-001/fr-02``, rule ``cc-power-lost``,
+which fires at once), then waits for its SMS at the receiver; the latency is from just before
+the probe's ``publish()`` to the webhook request's arrival. Then the fridge gets power back
+(the alert resolves, nothing is sent) and the next probe starts a new alert.
 
 Run: ``.venv/bin/python bench/bench_alert_latency.py [--seconds 30] [--rate 5000]``
 """
@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -57,6 +58,27 @@ def _background(registry: object, root: str, count: int) -> list[tuple[str, byte
     return out
 
 
+def _publish_background(port: int, root: str, count: int, rate: int, stop: Any, sent: Any) -> None:
+    """The other traffic, at ``rate`` readings/s, QoS 1 (runs in a child process)."""
+    load = _background(load_registry(REGISTRY), root, count)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.max_queued_messages_set(0)
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    began = time.monotonic()
+    for i, (topic, payload) in enumerate(load):
+        if stop.is_set():
+            break
+        delay = began + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        client.publish(topic, payload, qos=1)
+        sent.value = i + 1
+    client.disconnect()
+    client.loop_stop()
+
+
 def _probe(root: str, seq: int, power: float) -> tuple[str, bytes]:
     body = {"site_id": PROBE[0], "device_id": PROBE[1], "gateway_id": "gw-chengguan-public",
             "kind": "cold_chain", "ts": datetime.now(UTC).isoformat(), "seq": seq,
@@ -73,7 +95,6 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=0.5)
     parser.add_argument("--tasks-url", default=None)
     args = parser.parse_args()
-    registry = load_registry(REGISTRY)
     receiver = Receiver()
     root = "bench/v1"
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -106,29 +127,14 @@ def main() -> None:
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.2)
-            load = _background(registry, root, int(args.rate * (args.seconds + 5)))
-            stop = threading.Event()
-            sent = [0]
-
-            def background() -> None:
-                client = mqtt.Client(CallbackAPIVersion.VERSION2)
-                client.max_queued_messages_set(0)
-                client.max_inflight_messages_set(1000)
-                client.connect("127.0.0.1", broker.port)
-                client.loop_start()
-                began = time.monotonic()
-                for i, (topic, payload) in enumerate(load):
-                    if stop.is_set():
-                        break
-                    delay = began + i / args.rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    client.publish(topic, payload, qos=1)
-                    sent[0] = i + 1
-                client.disconnect()
-                client.loop_stop()
-
-            loader = threading.Thread(target=background, daemon=True)
+            # The background load comes from a process of its own: a publisher thread in this
+            # process would take the GIL from the receiver and add its waits to the latencies.
+            ctx = multiprocessing.get_context("spawn")
+            stop = ctx.Event()
+            sent = ctx.Value("q", 0)
+            count = int(args.rate * (args.seconds + 5))
+            loader = ctx.Process(target=_publish_background, daemon=True,
+                                 args=(broker.port, root, count, args.rate, stop, sent))
             loader.start()
             probe = mqtt.Client(CallbackAPIVersion.VERSION2)
             probe.connect("127.0.0.1", broker.port)
@@ -155,6 +161,8 @@ def main() -> None:
             elapsed = time.monotonic() - began + 1.0
             stop.set()
             loader.join(10)
+            if loader.is_alive():
+                loader.kill()
             probe.loop_stop()
         finally:
             proc.terminate()
@@ -169,7 +177,7 @@ def main() -> None:
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     print(json.dumps({"n": len(latencies), "p50_ms": round(p50 * 1000, 1), "p99_ms": round(p99 * 1000, 1),
                       "max_ms": round(latencies[-1] * 1000, 1),
-                      "background_per_s": round(sent[0] / elapsed)}))
+                      "background_per_s": round(sent.value / elapsed)}))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import signal
+import sys
 from typing import Any
 
 from weijian.cli import add_config_argument, settings_and_registry
@@ -14,6 +15,7 @@ from weijian.errors import UsageError
 
 __all__ = ["register"]
 
+_SWITCH_INTERVAL_S = 0.0005
 _GC_YOUNG = 50_000  # allocations between young-generation collections (CPython's default: 700)
 
 
@@ -29,6 +31,10 @@ async def _serve(args: argparse.Namespace) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(_GC_YOUNG, 20, 100)
+    # Database drivers and the outbox run in threads; each of their round trips needs the GIL
+    # back from the loop thread, which parses readings for whole batches. At CPython's 5 ms
+    # switch interval a transaction of a dozen round trips could wait tens of ms for it.
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

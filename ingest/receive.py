@@ -292,6 +292,10 @@ class MqttIntake:
         # Maximum is advisory to a broker configured with max_inflight_messages 0), at most two
         # batches wait in memory.
         self._max_pending = max_pending or 2 * ingest.batch_size
+        # A batch is full at batch_size, or sooner when the read-ahead is smaller: the reader
+        # pauses there, and waiting out the interval for more would only idle.
+        self._full = min(ingest.batch_size, self._max_pending)
+        self._have_any = asyncio.Event()  # something is pending (next_batch with idle_s)
         self._paused = False
         self._peek_timer: asyncio.TimerHandle | None = None
         self._peek_every_s = max(0.5, mqtt_settings.keepalive_s / 2)
@@ -316,6 +320,7 @@ class MqttIntake:
             if not fut.done():
                 fut.set_exception(MqttLost(f"disconnected: {rc}"))
         self._have_batch.set()
+        self._have_any.set()
 
     def _on_subscribe(
         self, client: Any, userdata: Any, mid: int, codes: list[ReasonCode], props: Any
@@ -339,7 +344,7 @@ class MqttIntake:
         except UnicodeDecodeError:  # the broker checks UTF-8 topics; be safe anyway
             name = topic.decode("utf-8", "replace")
         self._pending.append(Incoming(name, payload, mid, qos))
-        if len(self._pending) >= self._ingest.batch_size:
+        if len(self._pending) >= self._full:
             self._have_batch.set()
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -354,7 +359,7 @@ class MqttIntake:
                 self._client.ack(message.mid, message.qos)
             return
         self._pending.append(Incoming(topic, bytes(message.payload), message.mid, message.qos))
-        if len(self._pending) >= self._ingest.batch_size:
+        if len(self._pending) >= self._full:
             self._have_batch.set()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: ReasonCode, props: Any) -> None:
@@ -367,6 +372,13 @@ class MqttIntake:
     def _readable(self) -> None:
         if self._paused or not self._reading:
             return  # a call_soon() from before a pause
+        try:
+            self._read_burst()
+        finally:
+            if self._pending:
+                self._have_any.set()
+
+    def _read_burst(self) -> None:
         client = self._client
         for _ in range(_MAX_READS_PER_WAKEUP):
             if len(self._pending) >= self._max_pending:
@@ -489,9 +501,25 @@ class MqttIntake:
             if self.lost.done():
                 self.lost.result()  # raises: the session's TaskGroup ends, whatever it was waiting on
 
-    async def next_batch(self, interval_s: float) -> list[Incoming]:
-        """Wait until a batch is full or ``interval_s`` passed, then take what has arrived."""
-        if len(self._pending) < self._ingest.batch_size:
+    async def next_batch(self, interval_s: float, *, idle_s: float | None = None) -> list[Incoming]:
+        """Wait until a batch is full or ``interval_s`` passed, then take what has arrived.
+
+        With ``idle_s``, the ``interval_s`` starts only when a message is there: first wait up to
+        ``idle_s`` for one (an idle session does not wake every ``interval_s``), then gather for
+        ``interval_s`` at most. So a lone message waits ``interval_s``, not up to twice that.
+        """
+        if idle_s is not None and not self._pending:
+            self._have_any.clear()
+            try:
+                async with asyncio.timeout(idle_s):
+                    await self._have_any.wait()
+            except TimeoutError:
+                pass
+            if not self._pending:
+                if self.lost.done():
+                    self.lost.result()  # raises MqttLost
+                return []
+        if len(self._pending) < self._full:
             self._have_batch.clear()
             try:
                 async with asyncio.timeout(interval_s):

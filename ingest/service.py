@@ -392,8 +392,10 @@ class IngestService:
             self._live.add(f"a{part.index}")
             async with asyncio.TaskGroup() as tg:
                 keepalive = tg.create_task(intake.keepalive(), name=f"mqtt-keepalive-a{part.index}")
+                # Idle, wake only for clock work; once a message is there, judge within `interval`.
+                idle = min(0.5, checkpoint_every, tick_every)
                 while not stop.is_set():
-                    batch = await intake.next_batch(interval)
+                    batch = await intake.next_batch(interval, idle_s=idle)
                     if intake.is_subscribed:
                         self._subscribed.add(f"a{part.index}")
                     if batch:

@@ -1,0 +1,66 @@
+"""How a session's batches are cut, on a real Mosquitto: a batch that cannot grow is not held
+back for ``batch_interval_s``, and an alerts session (``idle_s``) sleeps until a message comes,
+then gathers only briefly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest.receive import MqttIntake
+from tests.ingest.conftest import make_settings, publish
+from weijian.config import Settings
+from weijian.demo.local_services import Broker, Influx
+
+
+@contextlib.asynccontextmanager
+async def intake(settings: Settings, topic: str, name: str, max_pending: int) -> AsyncIterator[MqttIntake]:
+    session = MqttIntake(settings.mqtt, settings.ingest, client_id=name, persistent=False,
+                         max_pending=max_pending)
+    try:
+        await session.connect([(topic, SubscribeOptions(qos=1))])
+        yield session
+        await session.disconnect()
+    finally:
+        session.close()
+
+
+async def test_a_batch_at_the_read_ahead_bound_is_taken_without_waiting_out_the_interval(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str
+) -> None:
+    # batch_size 5,000 but a read-ahead of 100: the session stops reading at 100, so waiting
+    # for 5,000 (or for the interval) would only idle; before, each batch waited 30 s here.
+    settings = make_settings(tmp_path, mosquitto, influxd, influx_db, topic_root,
+                             batch_size=5000, batch_interval_s=30.0)
+    topic = f"{topic_root}/batching/full"
+    async with intake(settings, topic, f"{topic_root}-full", max_pending=100) as session:
+        await asyncio.to_thread(publish, mosquitto, [(topic, b"%d" % i) for i in range(300)])
+        first = await asyncio.wait_for(session.next_batch(30.0), 10)
+        second = await asyncio.wait_for(session.next_batch(30.0), 10)
+        session.ack(first + second)
+    got = [m.payload for m in first + second]
+    assert len(first) >= 100 and len(second) >= 1  # a burst read may overshoot the bound a little
+    assert got == [b"%d" % i for i in range(len(got))]
+
+
+async def test_an_idle_session_sleeps_until_a_message_then_gathers_briefly(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str
+) -> None:
+    settings = make_settings(tmp_path, mosquitto, influxd, influx_db, topic_root, batch_size=5000)
+    topic = f"{topic_root}/batching/idle"
+    async with intake(settings, topic, f"{topic_root}-idle", max_pending=1000) as session:
+        # Nothing arrives: an empty batch once idle_s has passed.
+        assert await asyncio.wait_for(session.next_batch(0.005, idle_s=0.2), 10) == []
+        # A message 0.3 s into a 60 s idle wait ends it; the batch is then cut 5 ms later,
+        # not after the 60 s.
+        waiting = asyncio.create_task(session.next_batch(0.005, idle_s=60.0))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await asyncio.to_thread(publish, mosquitto, [(topic, b"alarm")])
+        batch = await asyncio.wait_for(waiting, 10)
+        session.ack(batch)
+    assert [m.payload for m in batch] == [b"alarm"]
