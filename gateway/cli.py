@@ -11,8 +11,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway import hj212
 from gateway.hj212_commands import NAMED, china_time
-from gateway.hj212_control import ask, socket_path
+from gateway.hj212_control import ask, cp_problem, socket_path
 from gateway.hj212_listener import LoggerTarget
 from gateway.service import DevicePlan, plan_devices, plan_loggers, run_gateway
 from weijian.cli import add_config_argument, settings_and_registry
@@ -86,7 +87,7 @@ def _cp(command: str, values: list[str]) -> tuple[str, dict[str, str]]:
     """The CN and CP fields of an operator's command; ConfigError names what is wrong."""
     named = NAMED.get(command)
     if named is None:
-        if not (len(command) == 4 and command.isdigit()):
+        if not (len(command) == 4 and _is_number(command)):
             raise ConfigError(f"command {command!r}: not one of {', '.join(NAMED)} nor a four-digit CN")
         fields = {}
         for value in values:
@@ -94,6 +95,10 @@ def _cp(command: str, values: list[str]) -> tuple[str, dict[str, str]]:
             if not sep or not name:
                 raise ConfigError(f"CP field {value!r} is not NAME=VALUE")
             fields[name] = text
+        # The gateway refuses these too, but they are the operator's mistake: exit 2, not 1.
+        problem = cp_problem(fields)
+        if problem is not None:
+            raise ConfigError(f"command {command!r}: {problem}")
         return command, fields
     if command == "set-clock" and not values:
         values = [china_time(datetime.now(UTC))]
@@ -101,12 +106,28 @@ def _cp(command: str, values: list[str]) -> tuple[str, dict[str, str]]:
         want = " ".join(named.params) or "no values"
         raise ConfigError(f"command {command!r} takes {want}, got {len(values)} value(s)")
     for name, value in zip(named.params, values, strict=True):
-        if name != "SystemTime" and not value.isdigit():
+        if name != "SystemTime" and not _is_number(value):
             raise ConfigError(f"command {command!r}: {name} must be a whole number, got {value!r}")
-        if name == "SystemTime" and not (len(value) == 14 and value.isdigit()):
+        if name == "SystemTime" and not _is_time(value):
             raise ConfigError(
                 f"command {command!r}: SystemTime is YYYYMMDDhhmmss (China time), got {value!r}")
     return named.cn, dict(zip(named.params, values, strict=True))
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes other scripts' digits)."""
+    return text.isascii() and text.isdigit()
+
+
+def _is_time(text: str) -> bool:
+    """``YYYYMMDDhhmmss`` that names a real moment (not month 13, not hour 25)."""
+    if len(text) != 14 or not _is_number(text):
+        return False
+    try:
+        hj212.parse_time(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _print(answer: dict[str, Any]) -> None:

@@ -258,11 +258,15 @@ def _pairs(parts: list[str], where: str) -> Iterator[tuple[str, str]]:
         yield name, value
 
 
+_MAX_PARTS = 9999  # PNUM and PNO are N4
+
+
 def parse_packet(segment: bytes) -> Packet:
     """Split a data segment into its header fields and CP.
 
     Raises:
-        ValueError: no ``CP=&&...&&``, no CN or MN, or a field that is not ``NAME=value``.
+        ValueError: no ``CP=&&...&&``, no CN or MN, a field that is not ``NAME=value``, a Flag
+            outside 0-255, or a PNUM / PNO outside 1-9999 (a PNO above its PNUM).
     """
     text = segment.decode("utf-8")
     cp_at = text.find("CP=&&")
@@ -280,11 +284,18 @@ def parse_packet(segment: bytes) -> Packet:
     flag = int(fields["Flag"]) if "Flag" in fields else None
     if flag is not None and not 0 <= flag <= 255:
         raise ValueError(f"Flag {flag} is not 0-255")
+    pnum = int(fields["PNUM"]) if "PNUM" in fields else None
+    pno = int(fields["PNO"]) if "PNO" in fields else None
+    # PNUM and PNO are N4 (HJ 212-2017 6.3.2): 1-9999, a part's number within its count. A part
+    # numbered past the count could never complete, and an unbounded count is a packet that
+    # nobody could send (and a reassembly buffer nobody should keep).
+    if pnum is not None and not 1 <= pnum <= _MAX_PARTS:
+        raise ValueError(f"PNUM {pnum} is not 1-{_MAX_PARTS}")
+    if pno is not None and not 1 <= pno <= (pnum or _MAX_PARTS):
+        raise ValueError(f"PNO {pno} is not 1-{pnum or _MAX_PARTS}")
     return Packet(
         cn=fields["CN"], mn=fields["MN"], pw=fields.get("PW", ""), st=fields.get("ST", ""),
-        qn=fields.get("QN"), flag=flag,
-        pnum=int(fields["PNUM"]) if "PNUM" in fields else None,
-        pno=int(fields["PNO"]) if "PNO" in fields else None,
+        qn=fields.get("QN"), flag=flag, pnum=pnum, pno=pno,
         resent=fields.get("RF") == "1", cp=cp, lenient=tuple(lenient),
     )
 
@@ -436,8 +447,8 @@ class Reassembler:
         parts[packet.pno] = packet
         if len(self._parts) > self.max_open:  # a logger that never finishes: forget the oldest
             self._parts.pop(next(iter(self._parts)))
-        if set(parts) != set(range(1, packet.pnum + 1)):
-            return None
+        if len(parts) != packet.pnum or any(not 1 <= n <= packet.pnum for n in parts):
+            return None  # (compared without building range(PNUM): a Packet may come from anywhere)
         del self._parts[key]
         ordered = [parts[i] for i in range(1, packet.pnum + 1)]
         cp = ";".join(p.cp for p in ordered if p.cp)

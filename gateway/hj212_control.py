@@ -23,14 +23,31 @@ from typing import Any
 
 from gateway.hj212_listener import Hj212Listener, NotConnected
 
-__all__ = ["ControlServer", "ask", "socket_path"]
+__all__ = ["ControlServer", "ask", "cp_problem", "socket_path"]
 
 log = logging.getLogger(__name__)
 
 _MAX_LINE = 64 * 1024
-_CN = re.compile(r"^[0-9]{4}$")
-_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
-_VALUE = re.compile(r"^[^;,=&\r\n]{0,128}$")
+_CN = re.compile(r"[0-9]{4}")  # fullmatch: "$" would let a trailing line break through
+_FIELD = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,31}")
+_VALUE = re.compile(r"[^;,=&\r\n]{0,128}")
+
+
+def cp_problem(cp: object) -> str | None:
+    """Why ``cp`` cannot go into a request's CP (None: it can).
+
+    A CP is ``Name=value`` fields joined by ``;`` (and ``,``, ``&&`` around it): a value holding
+    one of those characters or a line break would add fields the operator did not write.
+    """
+    if not isinstance(cp, dict):
+        return "cp must map field names to values"
+    for name, value in cp.items():
+        if not isinstance(name, str) or not _FIELD.fullmatch(name):
+            return (f"CP field name {name!r} must be a letter, then up to 31 letters, digits or '-'")
+        if not isinstance(value, str) or not _VALUE.fullmatch(value):
+            return (f"CP field {name}: value {value!r} must be at most 128 characters, "
+                    "without ; , = & or line breaks")
+    return None
 
 
 def socket_path(spool_path: Path, configured: Path | None) -> Path:
@@ -98,13 +115,11 @@ class ControlServer:
         mn, cn, cp = request.get("mn"), request.get("cn"), request.get("cp", {})
         if not isinstance(mn, str) or mn not in self.listener.loggers:
             return {"error": f"MN {mn!r} is not a logger of this gateway (key 'gateway.hj212.loggers')"}
-        if not isinstance(cn, str) or not _CN.match(cn):
+        if not isinstance(cn, str) or not _CN.fullmatch(cn):
             return {"error": f"CN {cn!r} is not four digits"}
-        if not isinstance(cp, dict) or not all(
-            isinstance(k, str) and _FIELD.match(k) and isinstance(v, str) and _VALUE.match(v)
-            for k, v in cp.items()
-        ):
-            return {"error": "cp must map field names to values without ; , = & or line breaks"}
+        problem = cp_problem(cp)
+        if problem is not None:
+            return {"error": problem}
         try:
             result = await self.listener.command(mn, cn, cp)
         except NotConnected:

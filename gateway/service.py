@@ -71,7 +71,8 @@ def plan_devices(settings: Settings, registry: Registry) -> list[DevicePlan]:
 
     Raises:
         ConfigError: no gateway id, a device configured twice, not in the registry, not
-            served by this gateway, a profile differing from the registry's, or
+            served by this gateway, a profile differing from the registry's, a profile with
+            no Modbus register for a metric the registry lists (an HJ 212-only profile), or
             ``timestamp = "device"`` on a profile without a clock.
         ProfileError: the profile cannot be loaded.
     """
@@ -100,6 +101,16 @@ def plan_devices(settings: Settings, registry: Registry) -> list[DevicePlan]:
                 f"{where}: profile {d.profile!r} differs from the registry's {device.profile!r}"
             )
         profile = load_profile(device.profile, registry.path.parent)
+        unmapped = [m for m in device.metrics if m not in profile.registers]
+        if unmapped:
+            # The registry lets a device list what its profile measures by HJ 212 factors too;
+            # only registers can be polled over Modbus.
+            hint = (" (it is read through an HJ 212 data logger: configure that under "
+                    "[[gateway.hj212.loggers]])" if profile.hj212 is not None else "")
+            raise ConfigError(
+                f"{where}: profile {profile.model!r} has no Modbus register for "
+                f"{', '.join(unmapped)}{hint}"
+            )
         if d.timestamp == "device" and profile.clock is None:
             raise ConfigError(f"{where}: timestamp = 'device' but {profile.model!r} has no clock")
         site = registry.sites[d.site_id]
@@ -126,9 +137,16 @@ def plan_loggers(settings: Settings, registry: Registry) -> dict[str, LoggerTarg
 
     Raises:
         ConfigError: a logger twice, a device not in the registry or not served by this
-            gateway, or a profile without an ``[hj212.factors]`` table.
+            gateway, a profile without an ``[hj212.factors]`` table, or two upstreams with
+            one name.
     """
     gw = settings.gateway
+    names: dict[str, int] = {}
+    for i, u in enumerate(gw.hj212.upstreams):
+        first = names.setdefault(u.name, i)
+        if first != i:  # the name names the queue file: two upstreams would share one queue
+            raise ConfigError(f"key 'gateway.hj212.upstreams[{i}].name': {u.name!r} is already the name "
+                              f"of 'gateway.hj212.upstreams[{first}]' (each upstream has its own queue file)")
     out: dict[str, LoggerTarget] = {}
     for i, c in enumerate(gw.hj212.loggers):
         where = f"key 'gateway.hj212.loggers[{i}]' (MN {c.mn}, {c.site_id}/{c.device_id})"

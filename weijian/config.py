@@ -453,7 +453,7 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-_PATH_KEYS = ("path", "tls_ca", "tls_cert", "tls_key")
+_PATH_KEYS = ("path", "tls_ca", "tls_cert", "tls_key", "control_socket")
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
