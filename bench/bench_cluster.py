@@ -240,12 +240,17 @@ def warm_up(ingests: list[Ingest], partitions: set[int], timeout_s: float) -> di
 
 
 def _spy(ingest: Ingest, out: Path, tag: str) -> subprocess.Popen[bytes]:
-    """Sample the process with py-spy (``pip install py-spy``) into ``out``, as collapsed stacks."""
+    """Sample the process with py-spy (``pip install py-spy``) into ``out``, as collapsed stacks.
+
+    With ``BENCH_SPY_IDLE=1`` idle samples are kept too, per thread: how much of the drain the
+    event loop spends waiting rather than working.
+    """
+    idle = bool(os.environ.get("BENCH_SPY_IDLE"))
     assert ingest.proc is not None
     target = out / f"{tag}-{ingest.name}.txt"
     return subprocess.Popen(
         ["py-spy", "record", "--pid", str(ingest.proc.pid), "--rate", "200", "--format", "raw",
-         "--output", str(target), "--nonblocking"],
+         "--output", str(target), "--nonblocking", *(["--idle", "--threads"] if idle else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 

@@ -12,7 +12,7 @@ two persistent MQTT sessions with plain subscriptions, which Mosquitto restores 
   acknowledge only once the engine state is saved. While the alerts database is down, these
   messages wait in the broker's session for the partition: storage goes on.
 
-A third, clean QoS 0 connection of the process publishes alert events, and the holder of the
+A third, clean connection of the process publishes alert events (at QoS 1), and the holder of the
 first partition also catches readings of sites absent from the registry, to quarantine them.
 """
 
