@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import (
     Boolean,
@@ -587,13 +587,13 @@ class Store:
                     _check_fence(conn, fence)
                 if state is not None and epoch is None:
                     self._upsert_state(conn, state[0], state[1], now)
-                for alert in latest.values():
-                    row = _alert_row(alert)
-                    done = conn.execute(
-                        update(alerts_table).where(alerts_table.c.alert_id == alert.alert_id).values(**row)
-                    )
-                    if done.rowcount == 0:
-                        conn.execute(insert(alerts_table).values(alert_id=alert.alert_id, **row))
+                if latest:  # one statement for all of them: each round trip costs the loop's GIL
+                    rows = [{"alert_id": a.alert_id, **_alert_row(a)} for a in latest.values()]
+                    upsert = (pg_insert if self._is_postgres else sqlite_insert)(alerts_table)
+                    conn.execute(upsert.on_conflict_do_update(
+                        index_elements=[alerts_table.c.alert_id],
+                        set_={name: upsert.excluded[name] for name in _ALERT_COLUMNS},
+                    ), rows)
                 for task in tasks:
                     exists = conn.execute(
                         select(tasks_table.c.id).where(tasks_table.c.alert_id == task.alert_id)
@@ -1057,19 +1057,16 @@ def _check_fence(conn: Any, fence: Fence) -> None:
 
 
 def _queue(conn: Any, outbox: Sequence[OutboxItem], now: datetime) -> None:
-    """Insert outbox items, skipping any whose idempotency key is already queued."""
-    for item in outbox:
-        seen = conn.execute(
-            select(outbox_table.c.id).where(outbox_table.c.idem_key == item.idem_key)
-        ).first()
-        if seen:
-            continue
-        conn.execute(insert(outbox_table).values(
-            idem_key=item.idem_key, channel=item.channel, recipient=item.recipient,
-            alert_id=item.alert_id, payload=json.dumps(item.payload, ensure_ascii=False),
-            created_at=now, next_attempt_at=now, attempts=0,
-            status=DeliveryStatus.PENDING.value,
-        ))
+    """Insert outbox items, skipping any whose idempotency key is already queued (one statement)."""
+    if not outbox:
+        return
+    rows = [{
+        "idem_key": item.idem_key, "channel": item.channel, "recipient": item.recipient,
+        "alert_id": item.alert_id, "payload": json.dumps(item.payload, ensure_ascii=False),
+        "created_at": now, "next_attempt_at": now, "attempts": 0, "status": DeliveryStatus.PENDING.value,
+    } for item in outbox]
+    add = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(outbox_table)
+    conn.execute(add.on_conflict_do_nothing(index_elements=[outbox_table.c.idem_key]), rows)
 
 
 def _outbox_item(r: Any) -> OutboxItem:
@@ -1082,6 +1079,9 @@ def _audit(conn: Any, task_id: int, at: datetime, actor: str, action: str, detai
     conn.execute(
         insert(audit_table).values(task_id=task_id, at=at, actor=actor, action=action, detail=detail)
     )
+
+
+_ALERT_COLUMNS: Final = tuple(c.name for c in alerts_table.columns if c.name != "alert_id")
 
 
 def _alert_row(a: Alert) -> dict[str, Any]:
