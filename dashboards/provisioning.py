@@ -71,7 +71,8 @@ def _tasks_source(settings: Settings, with_passwords: bool) -> dict[str, Any]:
         url = _DEFAULT_TASKS_URL
     parts = urlsplit(url)
     if not parts.hostname or not parts.path.strip("/"):
-        raise ConfigError(f"key 'grafana.tasks_url': {url!r} needs a host and a database name")
+        shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url  # no secret in errors
+        raise ConfigError(f"key 'grafana.tasks_url': {shown!r} needs a host and a database name")
     source: dict[str, Any] = {
         "name": "weijian tasks",
         "uid": TASKS_UID,

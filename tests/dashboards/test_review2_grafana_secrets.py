@@ -80,3 +80,13 @@ def test_push_without_passwords_sends_none(
         assert main(["dashboards", "push", "--config", str(config), "--url", url, "--token", TOKEN]) == 0
         assert all("secureJsonData" not in s for s in state.datasources.values())
         assert "$__env" not in json.dumps(state.datasources)
+
+
+def test_a_bad_tasks_url_is_named_without_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "weijian.toml"
+    conf.write_text('[grafana]\ntasks_url = "postgresql://grafana:s3cret-pw@/"\n')
+    assert main(["dashboards", "build", "--config", str(conf), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "grafana.tasks_url" in err and "s3cret-pw" not in err
