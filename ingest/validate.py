@@ -15,17 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from pydantic import ValidationError
-
 from ingest.lineproto import STORABLE_FROM, STORABLE_UNTIL
 from weijian.contract import (
-    FUTURE_TOLERANCE,
     GatewayStatus,
     Reading,
     Rejection,
     RejectReason,
     decode_reading,
-    is_identifier,
+    decode_status,
     status_topic_gateway,
 )
 from weijian.registry import Registry
@@ -67,26 +64,9 @@ def _status(
 ) -> GatewayStatus | Rejection | Quarantined | None:
     if not payload:
         return None  # a retained status being cleared
-    try:
-        status = GatewayStatus.model_validate_json(payload)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in error["loc"]) or "payload"
-        reason = RejectReason.MALFORMED_JSON if error["type"].startswith("json") else RejectReason.WRONG_TYPE
-        return Rejection(reason, where, f"{where}: {error['msg']}")
-    if status.gateway_id != gateway_id:
-        return Rejection(
-            RejectReason.TOPIC_MISMATCH,
-            "gateway_id",
-            f"gateway_id: payload says {status.gateway_id!r}, topic says {gateway_id!r}",
-        )
-    # Bounded like a reading's: the engine dates alerts and local times by it.
-    if status.ts > now + FUTURE_TOLERANCE:
-        return Rejection(
-            RejectReason.FUTURE_TIMESTAMP,
-            "ts",
-            f"ts: {status.ts.isoformat()} is more than 5 minutes after {now.isoformat()}",
-        )
+    status = decode_status(gateway_id, payload, now=now)
+    if isinstance(status, Rejection):
+        return status
     if not STORABLE_FROM <= status.ts < STORABLE_UNTIL:
         detail = f"ts: {status.ts.isoformat()} is outside 1677-2262"
         return Quarantined(topic, payload, OUT_OF_RANGE, "ts", detail)
@@ -111,8 +91,6 @@ def classify(
     """
     gateway_id = status_topic_gateway(root, topic)
     if gateway_id is not None:
-        if not is_identifier(gateway_id):
-            return Rejection(RejectReason.BAD_IDENTIFIER, "topic.gateway_id", f"{topic!r}: bad gateway id")
         return _status(topic, gateway_id, payload, now)
     verdict = decode_reading(topic, payload, now=now, root=root, known_devices=registry)
     if not isinstance(verdict, Reading):
@@ -120,6 +98,15 @@ def classify(
     if not STORABLE_FROM <= verdict.ts < STORABLE_UNTIL:
         return Quarantined(
             topic, payload, OUT_OF_RANGE, "ts", f"ts: {verdict.ts.isoformat()} is outside 1677-2262"
+        )
+    # decode_reading has found the device in the registry, so its site is there too.
+    kind = registry.sites[verdict.site_id].kind
+    if verdict.kind is not kind:
+        return Rejection(
+            RejectReason.KIND_MISMATCH,
+            "kind",
+            f"kind: payload says {verdict.kind.value!r}; the registry has {verdict.site_id}/"
+            f"{verdict.device_id} as {kind.value!r}",
         )
     return _speaks_for_itself(verdict, registry)
 

@@ -14,7 +14,7 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import (
     AfterValidator,
@@ -22,13 +22,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     StringConstraints,
     ValidationError,
     field_serializer,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 __all__ = [
     "ALERT_MEASUREMENT",
@@ -59,6 +60,7 @@ __all__ = [
     "check_identifier",
     "check_reading",
     "decode_reading",
+    "decode_status",
     "encode_reading",
     "flag_field",
     "is_identifier",
@@ -193,6 +195,7 @@ class RejectReason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     TOPIC_MISMATCH = "topic_mismatch"
     UNKNOWN_DEVICE = "unknown_device"
+    KIND_MISMATCH = "kind_mismatch"
     GATEWAY_MISMATCH = "gateway_mismatch"
     INTERNAL_ERROR = "internal_error"
 
@@ -224,6 +227,47 @@ class MetricValue(BaseModel):
     flag: Flag = Flag.NORMAL
 
 
+# RFC 3339 section 5.6 ``date-time``: ``T`` or ``t`` (or a space, which its note allows) between
+# date and time, seconds required, ``Z``/``z`` or ``+hh:mm``/``-hh:mm``. The offset is optional
+# here only so that a time without one reaches pydantic's ``timezone_aware`` check and is told
+# apart as ``naive_timestamp``. ``[0-9]``, not ``\d``: Rust's ``\d`` is any Unicode digit.
+_RFC3339: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+)
+_RFC3339_RULE: Final = (
+    "must be an RFC 3339 date-time with an offset, like 2026-11-22T08:00:00.000Z or 2026-11-22T16:00:00+08:00"
+)
+
+
+class _WireTimestamp:
+    """``ts`` as the wire carries it: an RFC 3339 string with an offset, nothing else.
+
+    pydantic's own datetime parsing also takes epoch numbers and strings (``"1767225600"``),
+    ``+0800``, a missing seconds field, ``_`` and a comma fraction. From JSON, the string must
+    first match :data:`_RFC3339` (both steps run in pydantic-core, with no Python call: this is
+    every reading's path); a mismatch is the error ``rfc3339``, reported as ``wrong_type``. From
+    Python (a model built in code) the field takes an aware datetime as before.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        text = core_schema.chain_schema([
+            core_schema.custom_error_schema(
+                core_schema.str_schema(pattern=_RFC3339, strict=True),
+                custom_error_type="rfc3339",
+                custom_error_message=_RFC3339_RULE,
+            ),
+            # lax: this step gets the Python str the pattern let through; it parses it.
+            core_schema.datetime_schema(tz_constraint="aware", strict=False),
+        ])
+        return core_schema.json_or_python_schema(
+            json_schema=text, python_schema=core_schema.datetime_schema(tz_constraint="aware")
+        )
+
+
+_Timestamp = Annotated[datetime, _WireTimestamp]
+
+
 def _utc(ts: datetime) -> datetime:
     """``ts`` in UTC; as given when UTC cannot hold it (year 1 east of UTC, 9999 west of it).
 
@@ -244,7 +288,7 @@ class Reading(BaseModel):
     device_id: _WireIdentifier
     gateway_id: _WireIdentifier
     kind: Kind
-    ts: AwareDatetime
+    ts: _Timestamp
     seq: int = Field(ge=0, le=MAX_SEQ)  # InfluxDB, SQLite and PostgreSQL hold a signed int64
     metrics: dict[str, MetricValue] = Field(min_length=1)
     # Optional, weijian's extension: true for backlog data the device re-sent after an outage
@@ -300,7 +344,7 @@ class GatewayStatus(BaseModel):
 
     gateway_id: Identifier
     state: GatewayState
-    ts: AwareDatetime
+    ts: _Timestamp
 
     @field_validator("ts")
     @classmethod
@@ -425,6 +469,7 @@ _ERROR_REASONS: Final[Mapping[str, RejectReason]] = {
     "enum": RejectReason.UNKNOWN_KIND,
     "finite_number": RejectReason.NON_FINITE,
     "timezone_aware": RejectReason.NAIVE_TIMESTAMP,
+    "rfc3339": RejectReason.WRONG_TYPE,
     "too_short": RejectReason.MISSING_FIELD,
     "string_pattern_mismatch": RejectReason.BAD_IDENTIFIER,
 }
@@ -445,6 +490,14 @@ def _rejection_from(exc: ValidationError) -> Rejection:
         path, _, msg = msg.partition(": ")  # the model validator names the metric itself
     elif kind == "string_pattern_mismatch":
         msg = f"{_IDENTIFIER_RULE}, got {error['input']!r}"
+    elif kind == "rfc3339":
+        msg = f"{msg}, got {repr(error['input'])[:80]}"
+    elif kind.startswith("datetime") and path == "ts":
+        # Shaped like RFC 3339 but out of range; pydantic's own words name a failed date fallback.
+        msg = (
+            "not a valid date and time (month 1-12, a day in that month, hour 0-23, minute and "
+            f"second 0-59, offset under 24 hours), got {repr(error['input'])[:80]}"
+        )
     return Rejection(reason, path or "payload", f"{path or 'payload'}: {msg}")
 
 
@@ -469,18 +522,14 @@ def decode_reading(
         The Reading, or a Rejection naming the reason and the field. Never raises for bad input.
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
-        return Rejection(
-            RejectReason.TOO_LARGE,
-            "payload",
-            f"payload is {len(payload)} bytes, more than {MAX_PAYLOAD_BYTES}",
-        )
+        return _too_large(payload)
     where = parse_reading_topic(root, topic)
     if isinstance(where, Rejection):
         return where
     try:
         payload.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Rejection(RejectReason.INVALID_UTF8, "payload", f"payload is not UTF-8: {exc}")
+        return _not_utf8(exc)
     try:
         reading = Reading.model_validate_json(payload)
     except ValidationError as exc:
@@ -495,8 +544,14 @@ def check_reading(
     now: datetime,
     known_devices: Container[tuple[str, str]] | None = None,
 ) -> Reading | Rejection:
-    """Apply the checks that need context: topic agreement, clock, site registry."""
+    """Apply the checks that need context: clock, topic agreement, site registry (in this order)."""
     site_id, device_id = where
+    if reading.ts > now + FUTURE_TOLERANCE:
+        return Rejection(
+            RejectReason.FUTURE_TIMESTAMP,
+            "ts",
+            f"ts: {reading.ts.isoformat()} is more than 5 minutes after {now.isoformat()}",
+        )
     if reading.site_id != site_id:
         return Rejection(
             RejectReason.TOPIC_MISMATCH,
@@ -509,12 +564,6 @@ def check_reading(
             "device_id",
             f"device_id: payload says {reading.device_id!r}, topic says {device_id!r}",
         )
-    if reading.ts > now + FUTURE_TOLERANCE:
-        return Rejection(
-            RejectReason.FUTURE_TIMESTAMP,
-            "ts",
-            f"ts: {reading.ts.isoformat()} is more than 5 minutes after {now.isoformat()}",
-        )
     if known_devices is not None and where not in known_devices:
         return Rejection(
             RejectReason.UNKNOWN_DEVICE,
@@ -522,6 +571,60 @@ def check_reading(
             f"device_id: {site_id}/{device_id} is not in the site registry",
         )
     return reading
+
+
+def _too_large(payload: bytes) -> Rejection:
+    detail = f"payload is {len(payload)} bytes, more than {MAX_PAYLOAD_BYTES}"
+    return Rejection(RejectReason.TOO_LARGE, "payload", detail)
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> Rejection:
+    return Rejection(RejectReason.INVALID_UTF8, "payload", f"payload is not UTF-8: {exc}")
+
+
+def decode_status(gateway_id: str, payload: bytes, *, now: datetime) -> GatewayStatus | Rejection:
+    """Parse and check one gateway status message, with a reading's limits and reasons.
+
+    Args:
+        gateway_id: the gateway id part of the status topic (:func:`status_topic_gateway`),
+            not yet checked.
+        payload: the raw message body (not empty: an empty one clears the retained status).
+        now: the receiver's clock, for the 5-minute future limit.
+
+    Returns:
+        The GatewayStatus, or a Rejection naming the reason and the field, checked in this
+        order: ``too_large``, ``bad_identifier`` (``topic.gateway_id``), ``invalid_utf8``,
+        the JSON and its fields as for a reading, ``future_timestamp``, ``topic_mismatch``
+        (``gateway_id``). Never raises for bad input.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return _too_large(payload)
+    if not is_identifier(gateway_id):
+        return Rejection(
+            RejectReason.BAD_IDENTIFIER, "topic.gateway_id", f"{gateway_id!r} is not a valid identifier"
+        )
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _not_utf8(exc)
+    try:
+        status = GatewayStatus.model_validate_json(payload)
+    except ValidationError as exc:
+        return _rejection_from(exc)
+    # Bounded like a reading's: the alert engine dates alerts and local times by it.
+    if status.ts > now + FUTURE_TOLERANCE:
+        return Rejection(
+            RejectReason.FUTURE_TIMESTAMP,
+            "ts",
+            f"ts: {status.ts.isoformat()} is more than 5 minutes after {now.isoformat()}",
+        )
+    if status.gateway_id != gateway_id:
+        return Rejection(
+            RejectReason.TOPIC_MISMATCH,
+            "gateway_id",
+            f"gateway_id: payload says {status.gateway_id!r}, topic says {gateway_id!r}",
+        )
+    return status
 
 
 def status_payload(status: GatewayStatus) -> bytes:
