@@ -7,22 +7,58 @@ import asyncio
 import gc
 import signal
 import sys
+import unicodedata
 from typing import Any
 
-from weijian.cli import add_config_argument, settings_and_registry
+from weijian.cli import add_config_argument
 from weijian.config import load_settings
 from weijian.errors import UsageError
+from weijian.registry import load_registry
 
 __all__ = ["register"]
 
 _SWITCH_INTERVAL_S = 0.0005
 _GC_YOUNG = 50_000  # allocations between young-generation collections (CPython's default: 700)
+# Unicode categories shown as escapes: controls (C0, DEL, C1), format characters (bidi
+# overrides, zero-width ones) and the line and paragraph separators that split lines too.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def _one_line(text: str) -> str:
+    r"""``text`` with control, format and line-separator characters escaped (``\n``, ``\x1b``).
+
+    ``ingest quarantine`` prints one tab-separated entry per line, and a quarantined topic,
+    detail or payload may hold anything: InfluxDB's error text ends in a newline, and a
+    hostile payload can carry tabs, carriage returns, terminal escapes or U+2028.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if unicodedata.category(char) in _UNSAFE_CATEGORIES:  # \t -> "\\t", ESC -> "\\x1b", ...
+            out.append(char.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _positive_int(value: str) -> int:
+    """Parse ``--limit``: a whole number of at least 1 (argparse exits 2 naming the option)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {value!r}")
+    return number
 
 
 async def _serve(args: argparse.Namespace) -> None:
     from ingest.service import IngestService
 
-    settings, registry = settings_and_registry(args)
+    settings = load_settings(args.config)
+    settings.check_ingest_run()  # before the registry: a configuration fault is named first
+    registry = load_registry(settings.registry.path)
     service = IngestService(settings, registry)
     # Everything built so far (modules, registry, rule packs) lives as long as the process:
     # move it out of the collector's sight, and collect the young generation less often.
@@ -67,11 +103,10 @@ def _quarantine(args: argparse.Namespace) -> int:
         store.close()
     print("reason counts: " + (", ".join(f"{r}={n}" for r, n in sorted(counts.items())) or "none"))
     for row in rows:
-        prefix = row.payload[:80].decode("utf-8", "replace").replace("\n", " ")
-        print(
-            f"{row.id}\t{row.received_at}\t{row.reason}\t{row.field}\t{row.topic[:120]}\t"
-            f"{row.detail[:200]}\t{len(row.payload)} bytes: {prefix}"
-        )
+        prefix = row.payload[:80].decode("utf-8", "replace")
+        columns = (row.id, row.received_at, row.reason, row.field, row.topic[:120], row.detail[:200].rstrip(),
+                   f"{len(row.payload)} bytes: {prefix}")
+        print("\t".join(_one_line(str(column)) for column in columns))
     return 0
 
 
@@ -89,5 +124,6 @@ def register(subparsers: Any) -> None:
     )
     add_config_argument(quarantine)
     quarantine.add_argument("--reason", help="only this reason (e.g. wrong_unit, unknown_device)")
-    quarantine.add_argument("--limit", type=int, default=50, help="at most this many entries (default 50)")
+    quarantine.add_argument("--limit", type=_positive_int, default=50,
+                            help="at most this many entries, at least 1 (default 50)")
     quarantine.set_defaults(handler=_quarantine)

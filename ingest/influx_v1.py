@@ -9,6 +9,14 @@ from weijian.errors import InfluxRejected, InfluxUnavailable
 
 __all__ = ["InfluxV1Writer"]
 
+# Answers an operator fixes in InfluxDB or in the configuration, not in the data: until then
+# the store is unavailable (the batch is spooled and written later), never refused.
+_NEEDS_OPERATOR = {
+    401: "bad credentials: check [influx] username and password",
+    403: "not allowed to write: check [influx] username and password (the user needs WRITE on the database)",
+    404: "database not found: create it, or check [influx] database (and [influx] url)",
+}
+
 
 class InfluxV1Writer:
     """Write line protocol with ``db``, ``rp``, ``u``/``p`` and ``precision=ns``."""
@@ -29,8 +37,9 @@ class InfluxV1Writer:
         """Write one batch.
 
         Raises:
-            InfluxUnavailable: connection failure, timeout, 5xx or 429 (retryable).
-            InfluxRejected: another 4xx, e.g. a malformed point or an unknown database.
+            InfluxUnavailable: connection failure, timeout, 5xx, 408 or 429, or 401, 403 or
+                404 (credentials or database: the operator's to fix; retryable).
+            InfluxRejected: another 4xx, e.g. a malformed point or a field type conflict (400).
         """
         try:
             response = await self._client.post(self._url, params=self._params, content=body)
@@ -38,8 +47,11 @@ class InfluxV1Writer:
             raise InfluxUnavailable(f"InfluxDB {self._url}: {type(exc).__name__}: {exc}") from exc
         if response.status_code == 204:
             return
-        detail = f"InfluxDB answered {response.status_code}: {response.text[:300]}"
-        if response.status_code >= 500 or response.status_code in (408, 429):
+        status = response.status_code
+        detail = f"InfluxDB answered {status}: {response.text[:300].strip()}"
+        if status in _NEEDS_OPERATOR:
+            raise InfluxUnavailable(f"{detail} ({_NEEDS_OPERATOR[status]})")
+        if status >= 500 or status in (408, 429):
             raise InfluxUnavailable(detail)
         raise InfluxRejected(detail)
 

@@ -14,9 +14,17 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from weijian.config import InfluxSettings
-from weijian.errors import InfluxRejected, InfluxUnavailable
+from weijian.errors import ConfigError, InfluxRejected, InfluxUnavailable
 
 __all__ = ["InfluxV2Writer"]
+
+# Answers an operator fixes in InfluxDB or in the configuration, not in the data: until then
+# the store is unavailable (the batch is spooled and written later), never refused.
+_NEEDS_OPERATOR = {
+    401: "bad credentials: check [influx] token",
+    403: "not allowed to write: check [influx] token (it needs write permission on the bucket)",
+    404: "bucket or organisation not found: create it, or check [influx] bucket and org (and [influx] url)",
+}
 
 
 class InfluxV2Writer:
@@ -24,9 +32,10 @@ class InfluxV2Writer:
 
     def __init__(self, settings: InfluxSettings) -> None:
         if not (settings.org and settings.bucket and settings.token):
-            from weijian.errors import ConfigError
-
-            raise ConfigError("influx: api = 'v2' needs key 'org', key 'bucket' and key 'token'")
+            # `weijian ingest run` has refused this already, naming the file (Settings.check_ingest_run).
+            raise ConfigError(
+                "key 'influx.org', key 'influx.bucket' and key 'influx.token': required when api = 'v2'"
+            )
         self._org = settings.org
         self._bucket = settings.bucket
         self._client = InfluxDBClient(
@@ -47,8 +56,11 @@ class InfluxV2Writer:
                 write_precision=WritePrecision.NS,  # type: ignore[arg-type]
             )
         except ApiException as exc:
-            detail = f"InfluxDB answered {exc.status}: {str(exc.body)[:300]}"
-            if exc.status is None or exc.status >= 500 or exc.status in (408, 429):
+            status = exc.status
+            detail = f"InfluxDB answered {status}: {str(exc.body)[:300].strip()}"
+            if status in _NEEDS_OPERATOR:
+                raise InfluxUnavailable(f"{detail} ({_NEEDS_OPERATOR[status]})") from exc
+            if status is None or status >= 500 or status in (408, 429):
                 raise InfluxUnavailable(detail) from exc
             raise InfluxRejected(detail) from exc
         except Exception as exc:  # urllib3 connection and timeout errors
@@ -58,8 +70,9 @@ class InfluxV2Writer:
         """Write one batch.
 
         Raises:
-            InfluxUnavailable: connection failure, timeout, 5xx or 429 (retryable).
-            InfluxRejected: another 4xx (bad data, unknown bucket, bad token).
+            InfluxUnavailable: connection failure, timeout, 5xx, 408 or 429, or 401, 403 or
+                404 (token, bucket or org: the operator's to fix; retryable).
+            InfluxRejected: another 4xx, e.g. bad line protocol or a field type conflict (400).
         """
         await asyncio.to_thread(self._write, body)
 

@@ -58,6 +58,7 @@ class Storage:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self.is_healthy = True
+        self._unavailable_detail = ""  # the cause last logged while InfluxDB is unavailable
 
     def _delay(self, attempt: int) -> float:
         """Full-jitter backoff after ``attempt`` earlier tries (0.1 s doubling, capped)."""
@@ -99,12 +100,21 @@ class Storage:
         await self._on_rejected(body, detail)
 
     def _set_health(self, healthy: bool, detail: str = "") -> None:
-        if healthy != self.is_healthy:
-            self.is_healthy = healthy
-            if healthy:
+        """Log changes, not repetitions: entering the state, leaving it, and a different cause.
+
+        The cause may change while InfluxDB stays unavailable (a missing database, then a
+        connection refused while the operator restarts it): each new one is an error of its own.
+        """
+        if healthy:
+            if not self.is_healthy:
+                self.is_healthy = True
+                self._unavailable_detail = ""
                 log.info("influx.available")
-            else:
-                log.error("influx.unavailable", extra={"detail": detail})
+            return
+        if self.is_healthy or detail != self._unavailable_detail:
+            self.is_healthy = False
+            self._unavailable_detail = detail
+            log.error("influx.unavailable", extra={"detail": detail})
 
     async def drain(self) -> None:
         """Forever: write spooled batches to InfluxDB, oldest first, backing off while it is down."""

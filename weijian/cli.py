@@ -164,7 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"weijian: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        # SIGINT where no handler of the command's own turns it into a clean stop (the long
+        # runners do, and exit 0). Interrupted is not done, and the contract's codes are
+        # 0, 2 and 1 only: not the shell's 128 + SIGINT.
+        log.warning("command.interrupted", extra={"command": args.command})
+        return 1
     except Exception:
         log.exception("command.failed", extra={"command": args.command})
         return 1

@@ -16,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -24,8 +25,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from weijian.clock import ClockSettings
-from weijian.contract import DEFAULT_TOPIC_ROOT, Identifier, validate_topic_root
+from weijian.contract import DEFAULT_TOPIC_ROOT, Identifier, Kind, validate_topic_root
 from weijian.errors import ConfigError
+from weijian.redact import mask
 from weijian.rules import Severity
 from weijian.tomlfile import read_toml
 
@@ -107,6 +109,9 @@ class RegistrySettings(_Section):
     path: Path = Path("registry.toml")
 
 
+_POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg://")
+
+
 class TasksSettings(_Section):
     """Inspection-task database: ``sqlite:///path`` (default) or ``postgresql://...``."""
 
@@ -115,9 +120,14 @@ class TasksSettings(_Section):
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str) -> str:
-        if not value.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
+        if not value.startswith(("sqlite:///", *_POSTGRES_SCHEMES)):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether ``url`` names a PostgreSQL database (else a SQLite file)."""
+        return self.url.startswith(_POSTGRES_SCHEMES)
 
 
 class SmsSettings(_Section):
@@ -346,8 +356,8 @@ class AlertRoute(_Section):
     keys match everything.
     """
 
-    district: str | None = None
-    kind: str | None = None
+    district: Identifier | None = None  # the registry's district id (a contract identifier)
+    kind: Kind | None = None
     min_severity: Severity = Severity.WARNING  # advisory (info) alerts page nobody by default
     channels: list[Literal["sms", "wecom", "dingtalk"]] = ["sms"]
     phones: list[str] = []  # extra SMS recipients, besides the escalation level's contacts
@@ -440,6 +450,49 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     grafana: GrafanaSettings = GrafanaSettings()
 
+    _source: Path | None = PrivateAttr(None)  # the --config file they were read from, for messages
+
+    def key_error(self, *problems: tuple[str, str]) -> ConfigError:
+        """A :class:`ConfigError` about dotted keys, worded as :func:`load_settings` words its own.
+
+        Args:
+            problems: ``(dotted.key, what is wrong)`` pairs, one line each.
+
+        Returns:
+            An error whose lines name the file the settings came from (or "configuration"),
+            the key and the problem, followed by the environment overrides in effect.
+        """
+        where = str(self._source) if self._source else "configuration"
+        message = "\n".join(f"{where}: key {key!r}: {mask(problem)}" for key, problem in problems)
+        overridden = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX) and "__" in k)
+        if overridden:
+            message += f" (environment overrides in effect: {', '.join(overridden)})"
+        return ConfigError(message)
+
+    def check_ingest_run(self) -> None:
+        """What ``weijian ingest run`` needs beyond what every program checks at load time.
+
+        Other programs use ``[influx]`` without writing (the v1 query API needs no org or
+        bucket) and never coordinate, so these keys are checked by the program that needs them.
+
+        Raises:
+            ConfigError: ``[influx] api = "v2"`` without ``org``, ``bucket`` or ``token``, or
+                ``[ingest] coordination = "postgres"`` with a ``[tasks] url`` that is not
+                PostgreSQL; one line per key at fault, each naming the file and the key.
+        """
+        problems: list[tuple[str, str]] = []
+        if self.influx.api == "v2":
+            needed = "required when api = 'v2' (the InfluxDB 2.x write API needs org, bucket and token)"
+            problems += [(f"influx.{key}", needed) for key in ("org", "bucket", "token")
+                         if not getattr(self.influx, key)]
+        if self.ingest.coordination == "postgres" and not self.tasks.is_postgres:
+            problems.append((
+                "ingest.coordination",
+                f'coordination = "postgres" needs [tasks] url = "postgresql://...", not {self.tasks.url!r}',
+            ))
+        if problems:
+            raise self.key_error(*problems)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -501,10 +554,12 @@ def load_settings(path: Path | None) -> Settings:
         _resolve_paths(data, path.resolve().parent)
     _check_environment_sections()
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         overridden = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX))
         error = ConfigError.from_validation(path, exc)
         if overridden:
             error = ConfigError(f"{error} (environment overrides in effect: {', '.join(overridden)})")
         raise error from exc
+    settings._source = path
+    return settings

@@ -85,7 +85,8 @@ def describe_validation(exc: ValidationError) -> list[tuple[str, str]]:
                 msg = f"{msg} (value hidden)"
             else:
                 shown = mask(repr(error["input"]))
-                msg = f"{msg} (got {shown[:80]})"
+                if shown not in msg:  # some messages quote the value already
+                    msg = f"{msg} (got {shown[:80]})"
         out.append((key, mask(msg)))
     return out
 
@@ -166,7 +167,10 @@ class InfluxError(WeijianError):
 
 
 class InfluxUnavailable(InfluxError):
-    """InfluxDB is unreachable or overloaded; the batch may succeed later."""
+    """InfluxDB is unreachable, overloaded, or refuses us; the batch may succeed later.
+
+    Refusals that an operator mends (401/403 credentials, 404 database not found) count too.
+    """
 
 
 class InfluxRejected(InfluxError):
