@@ -308,9 +308,6 @@ class MqttIntake:
         # Maximum is advisory to a broker configured with max_inflight_messages 0), at most two
         # batches wait in memory.
         self._max_pending = max_pending or 2 * ingest.batch_size
-        # A batch is full at batch_size, or sooner when the read-ahead is smaller: the reader
-        # pauses there, and waiting out the interval for more would only idle.
-        self._full = min(ingest.batch_size, self._max_pending)
         self._have_any = asyncio.Event()  # something is pending (next_batch with idle_s)
         self._paused = False
         self._peek_timer: asyncio.TimerHandle | None = None
@@ -360,7 +357,7 @@ class MqttIntake:
         except UnicodeDecodeError:  # the broker checks UTF-8 topics; be safe anyway
             name = topic.decode("utf-8", "replace")
         self._pending.append(Incoming(name, payload, mid, qos))
-        if len(self._pending) >= self._full:
+        if len(self._pending) >= self._ingest.batch_size:
             self._have_batch.set()
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -375,7 +372,7 @@ class MqttIntake:
                 self._client.ack(message.mid, message.qos)
             return
         self._pending.append(Incoming(topic, bytes(message.payload), message.mid, message.qos))
-        if len(self._pending) >= self._full:
+        if len(self._pending) >= self._ingest.batch_size:
             self._have_batch.set()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, rc: ReasonCode, props: Any) -> None:
@@ -535,7 +532,7 @@ class MqttIntake:
                 if self.lost.done():
                     self.lost.result()  # raises MqttLost
                 return []
-        if len(self._pending) < self._full:
+        if len(self._pending) < self._ingest.batch_size:
             self._have_batch.clear()
             try:
                 async with asyncio.timeout(interval_s):
