@@ -506,13 +506,14 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-_PATH_KEYS = ("path", "tls_ca", "tls_cert", "tls_key", "control_socket")
+_PATH_KEYS = ("path", "tls_ca", "tls_cert", "tls_key", "api_tls_cert", "api_tls_key", "control_socket")
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make relative file paths in the file relative to the file's folder, as users expect.
 
-    Applies to every key named ``path``, ``*_path``, ``*_dir`` or ``tls_*`` at any depth.
+    Applies at any depth to every key named ``path``, ``*_path``, ``*_dir``, ``tls_ca``,
+    ``tls_cert``, ``tls_key``, ``api_tls_cert``, ``api_tls_key`` or ``control_socket``.
     """
     for key, value in data.items():
         if isinstance(value, dict):
