@@ -35,11 +35,14 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from alerts.store import account_tokens_table, accounts_table
+from weijian.contract import is_identifier
+
+_IDENTIFIER_RULE: Final = "1-64 characters of [a-z0-9_-] starting with a letter or digit"
 
 __all__ = ["Account", "AccountError", "Accounts", "LoginRefused", "Role", "TokenPair", "valid_username"]
 
-_USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_PHONE = re.compile(r"^\+?[0-9]{5,19}$")
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # always fullmatch
+_PHONE = re.compile(r"\+?[0-9]{5,19}")  # always fullmatch
 MIN_PASSWORD = 8
 # Counters for user names that do not exist: 2**20 of them take 9 MiB (a byte of failures and
 # eight of lock time each), a fraction of one argon2id verification's 64 MiB.
@@ -99,8 +102,11 @@ class LoginRefused(Exception):
 
 
 def valid_username(name: str) -> bool:
-    """1-64 characters of ``a-z 0-9 _ . -``, starting with a letter or digit."""
-    return _USERNAME.match(name) is not None
+    """1-64 characters of ``a-z 0-9 _ . -``, starting with a letter or digit.
+
+    Nothing else, not even a trailing newline (``fullmatch``: ``$`` also matches before one).
+    """
+    return _USERNAME.fullmatch(name) is not None
 
 
 def _digest(token: str) -> str:
@@ -195,13 +201,17 @@ class Accounts:
             AccountError: a bad user name, phone, district list or password, or the name is taken.
         """
         if not valid_username(username):
-            raise AccountError(f"user name {username!r}: 1-64 characters of a-z 0-9 _ . - (lowercase)")
+            raise AccountError(f"user name {username!r}: 1-64 characters of a-z 0-9 _ . - (lowercase), "
+                               "starting with a letter or digit")
         if not 1 <= len(name) <= 64:
             raise AccountError("name: 1-64 characters")
-        if phone and not _PHONE.match(phone):
+        if phone and not _PHONE.fullmatch(phone):
             raise AccountError(f"phone {phone!r}: digits, optionally with a leading +")
         if not districts:
             raise AccountError("at least one district")
+        for district in districts:
+            if not is_identifier(district):
+                raise AccountError(f"district {district!r}: {_IDENTIFIER_RULE}")
         self._check_password(password)
         now = self.now()
         try:

@@ -23,6 +23,7 @@ import hmac
 import io
 import ipaddress
 import json
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -55,10 +56,15 @@ _CHINA = timezone(timedelta(hours=8))
 MAX_ID = 2**31 - 1  # the tasks table's id is a 32-bit integer on PostgreSQL
 
 
+def _is_control(char: str) -> bool:
+    """Unicode category Cc: U+0000-U+001F, U+007F and the C1 block U+0080-U+009F."""
+    return unicodedata.category(char) == "Cc"
+
+
 def _clean(value: str, *, multiline: bool = False) -> str:
     """No NUL or other control characters (newlines and tabs in free text), and valid UTF-8."""
     allowed = "\n\r\t" if multiline else ""
-    if any((ord(c) < 32 and c not in allowed) or ord(c) == 127 for c in value):
+    if any(_is_control(c) and c not in allowed for c in value):
         raise ValueError("control characters are not allowed")
     try:
         value.encode("utf-8")
@@ -77,8 +83,13 @@ def _text(value: str) -> str:
 
 # The patterns put the rule in the OpenAPI document; the validators also refuse text that is
 # not valid Unicode (a lone surrogate), which no pattern can say.
-Line = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]*$"), AfterValidator(_line)]
-Text = Annotated[str, Field(pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"), AfterValidator(_text)]
+# Category Cc is exactly U+0000-U+001F and U+007F-U+009F (C1 included).
+Line = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f-\x9f]*$"), AfterValidator(_line)]
+Text = Annotated[str, Field(pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"), AfterValidator(_text)]
+# X-Inspector as its sender wrote it (UTF-8, see _header_text): the document gives this rule and
+# caller() checks it on the decoded text, since the raw header holds UTF-8 bytes 0x80-0x9f of
+# ordinary Chinese names.
+_HEADER_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="task id")]
 
 
@@ -289,9 +300,16 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
 
     async def caller(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-        x_inspector: Annotated[str | None, Header(max_length=60, pattern=r"^[^\x00-\x1f\x7f]+$",
-                                                  description="who acts, with a team token")] = None,
+        x_inspector: Annotated[str | None, Header(
+            max_length=60, json_schema_extra={"pattern": _HEADER_PATTERN},
+            description="who acts, with a team token")] = None,
     ) -> Caller:
+        inspector = _header_text(x_inspector)
+        if inspector is not None and (not inspector or any(_is_control(c) for c in inspector)):
+            raise RequestValidationError([{
+                "type": "string_pattern_mismatch", "loc": ("header", "x-inspector"),
+                "msg": "no control characters (X-Inspector is a person's name)", "input": inspector,
+                "ctx": {"pattern": _HEADER_PATTERN}}])
         if creds is None:
             raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
         token = creds.credentials
@@ -299,7 +317,7 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
             raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
         for t in teams:
             if hmac.compare_digest(t.token.get_secret_value().encode(), token.encode()):
-                return Caller(districts=tuple(t.districts), team=t, inspector=_header_text(x_inspector))
+                return Caller(districts=tuple(t.districts), team=t, inspector=inspector)
         if accounts is not None:
             account = await asyncio.to_thread(accounts.authenticate, token)
             if account is not None:
@@ -328,11 +346,13 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
     # --- logging in ----------------------------------------------------------------------------
 
     def tokens(account: Account, pair: Any) -> dict[str, Any]:
-        now = accounts.now() if accounts is not None else datetime.now(UTC)
+        assert accounts is not None
+        # The configured lifetimes as issued (pair's expiries = the issuing now + these), not
+        # recomputed from a later clock reading, which would answer a second short.
         return {"access_token": pair.access_token, "refresh_token": pair.refresh_token,
                 "token_type": "bearer",
-                "expires_in": int((pair.access_expires_at - now).total_seconds()),
-                "refresh_expires_in": int((pair.refresh_expires_at - now).total_seconds()),
+                "expires_in": int(accounts.access_ttl.total_seconds()),
+                "refresh_expires_in": int(accounts.refresh_ttl.total_seconds()),
                 "account": account.as_dict()}
 
     def refused(exc: LoginRefused) -> HTTPException:
@@ -450,12 +470,14 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
 
     async def closable(task_id: int, who: Caller) -> dict[str, Any]:
         task = await visible(task_id, who)
+        if who.account is not None:
+            # A supervisor closes (and adds photos to) nothing, whatever the task's state: 403.
+            require(who, Role.INSPECTOR.value, Role.DUTY_DESK.value)
         if task["status"] not in (TaskStatus.CLAIMED.value, TaskStatus.RESOLVED.value):
             raise HTTPException(409, f"task {task_id} is not claimed")  # before whose it is
-        if who.account is not None:
-            require(who, Role.INSPECTOR.value, Role.DUTY_DESK.value)
-            if who.account.role is Role.INSPECTOR and task["assignee"] != who.account.username:
-                raise HTTPException(403, f"task {task_id} is not yours")
+        if who.account is not None and who.account.role is Role.INSPECTOR \
+                and task["assignee"] != who.account.username:
+            raise HTTPException(403, f"task {task_id} is not yours")
         return task
 
     @app.post("/tasks/{task_id}/photos", responses=_errors(401, 403, 404, 409, 413, 415, 503))
@@ -515,7 +537,13 @@ def build_app(store: Store, teams: list[AlertTeam], receipt_token: str | None = 
         if alert is not None and opts.rule_packs is not None and alert.kind in opts.rule_packs:
             rule = next((r for r in opts.rule_packs[alert.kind].rules if r.id == alert.rule_id), None)
         if alert is None or rule is None or rule.metric is None or opts.influx is None:
-            return {"metric": None, "unit": None, "threshold": None, "points": []}
+            # Nothing to chart: every documented key all the same, null where not known.
+            metric = rule.metric if rule is not None else None
+            return {"metric": metric,
+                    "unit": CATALOGUE[alert.kind].get(metric) if alert is not None and metric else None,
+                    "title": rule.title if rule is not None else None,
+                    "threshold": alert.threshold if alert is not None else None,
+                    "since": alert.since if alert is not None else None, "points": []}
         from weijian.influxql import query, quote_ident, quote_string
 
         start = alert.since - timedelta(hours=6)

@@ -16,6 +16,28 @@ from weijian.errors import UsageError
 __all__ = ["register"]
 
 _MAX_SILENCE_H = 24 * 31  # a window longer than a month is a decommissioning, not maintenance
+MAX_TASK_ID = 2**31 - 1  # as the task API bounds ids: the tasks table's id is 32-bit on PostgreSQL
+
+
+def _task_id(text: str) -> int:
+    """A task id argument: an integer 1..2^31-1 (argparse names the argument, exit 2).
+
+    Raises:
+        argparse.ArgumentTypeError: not such an integer.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a task id (an integer 1 to {MAX_TASK_ID})") from None
+    if not 1 <= value <= MAX_TASK_ID:
+        raise argparse.ArgumentTypeError(f"{text}: task ids are 1 to {MAX_TASK_ID}")
+    return value
+
+
+def _no_task(task_id: int) -> int:
+    """An unknown task id: not bad usage (the row is missing), exit 1 as docs/alerts.md says."""
+    print(f"no task {task_id}", file=sys.stderr)
+    return 1
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -74,15 +96,17 @@ def _show(args: argparse.Namespace) -> int:
     _, store = _store(args)
     task = store.task(args.id)
     if task is None:
-        raise UsageError(f"no task {args.id}")
+        return _no_task(args.id)
     _print(task)
     return 0
 
 
 def _claim(args: argparse.Namespace) -> int:
     _, store = _store(args)
+    if store.task(args.id) is None:
+        return _no_task(args.id)
     if not store.claim(args.id, args.assignee, datetime.now(UTC)):
-        print(f"task {args.id} is not open (already claimed, closed or unknown)")
+        print(f"task {args.id} is not open (already claimed or closed)")
         return 1
     print(f"task {args.id} claimed by {args.assignee}")
     return 0
@@ -96,6 +120,8 @@ def _close(args: argparse.Namespace) -> int:
         _at_least("--on-site-min", args.on_site_min, 0)
         evidence["on_site_min"] = args.on_site_min
     _, store = _store(args)
+    if store.task(args.id) is None:
+        return _no_task(args.id)
     if not store.close_task(args.id, args.actor, args.finding, evidence, datetime.now(UTC)):
         print(f"task {args.id} is not claimed (claim it first) or already closed")
         return 1
@@ -120,13 +146,20 @@ def _silence_add(args: argparse.Namespace) -> int:
     site = registry.sites.get(args.site)
     if site is None:
         raise UsageError(f"--site {args.site!r}: no such site in {registry.path}")
-    devices = {d.id for s, d in registry.devices() if s.id == site.id}
+    devices = {d.id: d.kind or site.kind for s, d in registry.devices() if s.id == site.id}
     if args.device is not None and args.device not in devices:
         raise UsageError(f"--device {args.device!r}: site {site.id!r} has no such device in {registry.path}")
     if args.rule is not None:
+        # Only a rule that can fire there: one of the pack of the site's kind (of the device's,
+        # when a device of another kind is named or the site has one).
         packs = load_rule_packs(settings.alerts.rules_dir or DEFAULT_RULES_DIR)
-        if args.rule not in {r.id for pack in packs.values() for r in pack.rules}:
-            raise UsageError(f"--rule {args.rule!r}: no such rule in the rule packs")
+        kinds = sorted({devices[args.device]} if args.device is not None
+                       else {site.kind, *devices.values()})
+        rules = {r.id for kind in kinds if kind in packs for r in packs[kind].rules}
+        if args.rule not in rules:
+            where = f"device {args.device!r}" if args.device is not None else f"site {site.id!r}"
+            names = ", ".join(k.value for k in kinds)
+            raise UsageError(f"--rule {args.rule!r}: no such rule in the rule pack of {where} ({names})")
     starts = None
     if args.starts is not None:
         try:
@@ -223,6 +256,13 @@ def _user(args: argparse.Namespace) -> int:
 
     from alerts.accounts import AccountError, Role
 
+    if args.user_action == "add":  # checked before the database is touched
+        from weijian.contract import is_identifier
+
+        for district in args.district:
+            if not is_identifier(district):
+                raise UsageError(f"--district {district!r}: must be 1-64 characters of [a-z0-9_-] "
+                                 "starting with a letter or digit")
     settings, store = _store(args)
     accounts = _accounts(settings, store)
     try:
@@ -326,7 +366,13 @@ def _report_monthly(args: argparse.Namespace) -> int:
         title = f"卫生监督在线监测统计报告（{scope}，{args.since} 至 {args.until}）"
     for path in write_report(report, args.out, names, title, units):
         print(path)
-    if not args.no_store:
+    if args.no_store:
+        return 0
+    if report.period.month is None:
+        # report_monthly holds one point per month; another period's figures would overwrite it.
+        print(f"report: the figures were not stored in InfluxDB (report_monthly holds whole calendar "
+              f"months only; {args.since} to {args.until} is not one)", file=sys.stderr)
+    else:
         _store_figures(args, report)
     return 0
 
@@ -394,7 +440,8 @@ def register(subparsers: Any) -> None:
         if name == "monthly":
             q.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the files")
             q.add_argument("--no-store", action="store_true",
-                           help="do not write the figures to InfluxDB (report_monthly, for Grafana)")
+                           help="do not write the figures to InfluxDB (report_monthly, for Grafana; "
+                           "only a whole calendar month's are ever written)")
         else:
             q.add_argument("--top", type=int, default=20, help="how many sites, 1 or more (default 20)")
         q.set_defaults(handler=handler)
@@ -405,15 +452,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--district", action="append", help="only this district (repeatable)")
     p.add_argument("--status", choices=["open", "claimed", "resolved", "closed"])
     p.set_defaults(handler=_list)
-    p = sub.add_parser("show", help="show one task with its audit trail (JSON)")
-    p.add_argument("id", type=int)
+    id_help = f"the task's id, 1 to {MAX_TASK_ID}"
+    p = sub.add_parser("show", help="show one task with its audit trail (JSON); exit 1 if there is no "
+                       "such task")
+    p.add_argument("id", type=_task_id, help=id_help)
     p.set_defaults(handler=_show)
-    p = sub.add_parser("claim", help="claim an open task; exit 1 if someone else has it")
-    p.add_argument("id", type=int)
+    p = sub.add_parser("claim", help="claim an open task; exit 1 if someone else has it or there is no "
+                       "such task")
+    p.add_argument("id", type=_task_id, help=id_help)
     p.add_argument("--assignee", required=True)
     p.set_defaults(handler=_claim)
-    p = sub.add_parser("close", help="close a claimed task with a finding and evidence")
-    p.add_argument("id", type=int)
+    p = sub.add_parser("close", help="close a claimed task with a finding and evidence; exit 1 if it is not "
+                       "claimed or there is no such task")
+    p.add_argument("id", type=_task_id, help=id_help)
     p.add_argument("--finding", required=True)
     p.add_argument("--actor", required=True)
     p.add_argument("--photo", action="append", help="photo reference (repeatable)")
@@ -436,11 +487,12 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("user", help="inspectors' accounts: add, disable, enable, reset, list")
     user = p.add_subparsers(dest="user_action", metavar="USER_ACTION", required=True)
     q = user.add_parser("add", help="add an account; prints a generated password unless --password-stdin")
-    q.add_argument("username", help="1-64 characters of a-z 0-9 _ . -")
+    q.add_argument("username", help="1-64 characters of a-z 0-9 _ . -, starting with a letter or digit")
     q.add_argument("--name", required=True, help="the person's name (shown in the app)")
     q.add_argument("--phone", help="mobile number")
     q.add_argument("--team", help="the supervision team")
-    q.add_argument("--district", action="append", required=True, help="a district it works (repeatable)")
+    q.add_argument("--district", action="append", required=True,
+                   help="a district it works (repeatable; an identifier: a-z 0-9 _ -)")
     q.add_argument("--role", choices=["inspector", "duty_desk", "supervisor"], default="inspector")
     q.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     q.set_defaults(handler=_user)

@@ -435,11 +435,18 @@ FIGURES_MEASUREMENT = "report_monthly"
 def figure_lines(report: Report) -> list[str]:
     """The report's figures per district (and per kind, and ``kind=all``) as InfluxDB line protocol.
 
-    Measurement ``report_monthly``, tags ``district`` and ``kind``, time = the period's start;
-    fields ``compliance_pct``, ``completeness_pct``, ``valid_rate_pct``, ``on_time_pct`` (each
-    only when defined), ``alerts``, ``tasks``, ``devices``. The statistics dashboard reads
-    these, so Grafana shows the report's own figures, by the report's definitions.
+    Measurement ``report_monthly``, tags ``district`` and ``kind``, time = the month's start
+    (China time); fields ``compliance_pct``, ``completeness_pct``, ``valid_rate_pct``,
+    ``on_time_pct`` (each only when defined), ``alerts``, ``tasks``, ``devices``. The statistics
+    dashboard reads these, so Grafana shows the report's own figures, by the report's definitions.
+
+    Raises:
+        ValueError: the report's period is not exactly one calendar month (its figures would
+            overwrite that month's point with another period's).
     """
+    if report.period.month is None:
+        raise ValueError(f"the period {report.period.label} is not one whole calendar month: "
+                         f"its figures are not stored in {FIGURES_MEASUREMENT}")
     at = int(report.period.start.timestamp()) * 1_000_000_000
     pooled = report.group(lambda s: f"{s.site.district}|{s.site.kind.value}")
     pooled |= {f"{d}|all": f for d, f in report.group(lambda s: s.site.district).items()}

@@ -31,6 +31,7 @@ Definitions (each is in docs/reports.md, which is what the report's readers are 
 from __future__ import annotations
 
 import json
+import re
 import statistics as stats
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -68,18 +69,37 @@ class Period:
         """The period's length in seconds."""
         return (self.end - self.start).total_seconds()
 
+    @property
+    def month(self) -> str | None:
+        """``YYYY-MM`` if the period is exactly one China-time calendar month, else None.
+
+        Only such a period's figures are stored for Grafana (``report_monthly``, one point per
+        month at its start): a shorter or longer period would overwrite a month's figures.
+        """
+        local = self.start.astimezone(CHINA)
+        if (local.day, local.hour, local.minute, local.second, local.microsecond) != (1, 0, 0, 0, 0):
+            return None
+        label = f"{local.year:04d}-{local.month:02d}"
+        return label if month_period(label) == Period(self.start, self.end, label) else None
+
+
+_MONTH = re.compile(r"[0-9]{4}-[0-9]{2}")
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
 
 def month_period(month: str) -> Period:
     """A China-time calendar month, ``YYYY-MM``.
 
     Raises:
-        ValueError: not ``YYYY-MM``.
+        ValueError: not ``YYYY-MM`` (exactly: four digits, a hyphen, two digits, a real month).
     """
     try:
+        if not _MONTH.fullmatch(month):
+            raise ValueError(month)
         year, mon = (int(part) for part in month.split("-"))
         start = datetime(year, mon, 1, tzinfo=CHINA)
     except ValueError as exc:
-        raise ValueError(f"month {month!r}: expected YYYY-MM, e.g. 2026-11") from exc
+        raise ValueError(f"--month {month!r}: expected YYYY-MM, e.g. 2026-11") from exc
     end = datetime(year + (mon == 12), 1 if mon == 12 else mon + 1, 1, tzinfo=CHINA)
     return Period(start.astimezone(UTC), end.astimezone(UTC), f"{year}-{mon:02d}")
 
@@ -88,13 +108,17 @@ def days_period(first: str, after_last: str) -> Period:
     """China-time days ``[first, after_last)``, ``YYYY-MM-DD`` each (a quarter, a year...).
 
     Raises:
-        ValueError: not dates, or not in order.
+        ValueError: not dates (exactly ``YYYY-MM-DD``, a real day), or not in order.
     """
-    try:
-        start = datetime.strptime(first, "%Y-%m-%d").replace(tzinfo=CHINA)
-        end = datetime.strptime(after_last, "%Y-%m-%d").replace(tzinfo=CHINA)
-    except ValueError as exc:
-        raise ValueError(f"--from {first!r} --to {after_last!r}: expected YYYY-MM-DD dates") from exc
+    days = []
+    for option, value in (("--from", first), ("--to", after_last)):
+        try:
+            if not _DAY.fullmatch(value):
+                raise ValueError(value)
+            days.append(datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=CHINA))
+        except ValueError as exc:
+            raise ValueError(f"{option} {value!r}: expected a date YYYY-MM-DD, e.g. 2026-11-01") from exc
+    start, end = days
     if end <= start:
         raise ValueError(f"--to {after_last} is not after --from {first}")
     return Period(start.astimezone(UTC), end.astimezone(UTC), f"{first}_{after_last}")
@@ -127,7 +151,7 @@ class DeviceFigures:
     district: str
     expected: int
     metrics: dict[str, MetricFigures] = field(default_factory=dict)
-    daily: dict[date, int] = field(default_factory=dict)  # China days: readings of its most complete metric
+    daily: dict[date, int] = field(default_factory=dict)  # China days: values of its first metric
 
     @property
     def received(self) -> int:
@@ -388,11 +412,19 @@ async def gather_devices(influx: InfluxSettings, packs: dict[Kind, RulePack],
                 statements.append(f"SELECT count({m}) AS n FROM {measurement} WHERE {scope} "
                                   f"AND ({condition}) AND {f} =~ /./ AND {when} {group}")
                 meaning.append(("exceeding_flagged", metric, ",".join(sorted(site_ids))))
-        first = quote_ident(metrics[0]) if metrics else None
-        if first is not None:
-            statements.append(f"SELECT count({first}) AS n FROM {measurement} WHERE {where_sites} AND {when} "
-                              f"GROUP BY time(1d), \"site_id\", \"device_id\" tz('Asia/Shanghai')")
-            meaning.append(("daily", metrics[0], None))
+        # Completeness by day: each device's own first metric (its registry ``metrics[0]``), one
+        # statement per distinct first metric, scoped to the devices that have it.
+        by_first: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for site, d in members:
+            own = [m for m in d.metrics if m in CATALOGUE[kind]]
+            if own:
+                by_first[own[0]].add((site.id, d.id))
+        for first, keys in sorted(by_first.items()):
+            scope = (f"site_id =~ {_regex({s for s, _ in keys})} "
+                     f"AND device_id =~ {_regex({d for _, d in keys})}")
+            statements.append(f"SELECT count({quote_ident(first)}) AS n FROM {measurement} WHERE {scope} "
+                              f"AND {when} GROUP BY time(1d), \"site_id\", \"device_id\" tz('Asia/Shanghai')")
+            meaning.append(("daily", first, ",".join(sorted(f"{s}/{d}" for s, d in keys))))
         for k, (start, end) in enumerate(chunks, 1):
             if len(chunks) > 1:
                 progress(f"[{n}/{len(by_kind)}] {kind.value}: {start.astimezone(CHINA):%Y-%m-%d} "
@@ -428,10 +460,13 @@ def _add_counts(devices: dict[tuple[str, str], DeviceFigures], meaning: list[tup
                 results: list[list[dict[str, Any]]]) -> None:
     """Add one request's counts to the devices' figures (counts of the period's pieces add up)."""
     for (what, metric, extra), series in zip(meaning, results, strict=True):
+        # A daily statement is scoped by site and by device id: keep only its own devices'
+        # groups (another device of one of those sites may have a different first metric).
+        own = {tuple(k.split("/", 1)) for k in (extra or "").split(",")} if what == "daily" else None
         for tags, row in _rows(series):
             key = (tags.get("site_id", ""), tags.get("device_id", ""))
             dev = devices.get(key)
-            if dev is None:
+            if dev is None or (own is not None and key not in own):
                 continue
             if what == "daily":
                 if _n(row, "n"):

@@ -676,13 +676,17 @@ def verify_webhook(
 ) -> bool:
     """What a receiver checks: a timestamp within ``window_s`` of ``now`` and its signature.
 
+    Exactly as docs/alerts.md tells a relay: the timestamp header must be ASCII digits only (no
+    sign, space or underscore, which ``int()`` would take), and the signature is the HMAC over
+    the header's exact text, a ``.`` and the body, compared in constant time. A signature header
+    that is not ASCII is refused (``hmac.compare_digest`` would raise on it).
+
     A receiver should also drop an ``Idempotency-Key`` it has already taken (within the window
     that is what stops a replay of the very same request).
     """
-    try:
-        stamp = int(timestamp)
-    except ValueError:
+    if not (timestamp.isascii() and timestamp.isdigit()) or abs(now - int(timestamp)) > window_s:
         return False
-    if abs(now - stamp) > window_s:
+    expected = "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    if not signature.isascii():
         return False
-    return hmac.compare_digest(signature, webhook_signature(secret, stamp, body))
+    return hmac.compare_digest(signature.encode(), expected.encode())
