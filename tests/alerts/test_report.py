@@ -198,11 +198,10 @@ def fixture_tasks(url: str) -> None:
     store.close()
 
 
-@pytest.fixture
-def month(tmp_path: Path, influxd, influx_db) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    r = httpx.post(
-        f"{influxd.url}/write", params={"db": influx_db}, content="\n".join(fixture_readings()).encode()
-    )
+def write_fixture_month(tmp_path: Path, influx_url: str, influx_db: str) -> tuple[str, Path, Path]:
+    """The fixture month in InfluxDB and its tasks database; returns (tasks url, registry, config)."""
+    body = "\n".join(fixture_readings()).encode()
+    r = httpx.post(f"{influx_url}/write", params={"db": influx_db}, content=body)
     assert r.status_code == 204, r.text
     url = f"sqlite:///{tmp_path / 'tasks.sqlite'}"
     fixture_tasks(url)
@@ -210,9 +209,15 @@ def month(tmp_path: Path, influxd, influx_db) -> dict[str, object]:  # type: ign
     cfg = tmp_path / "central.toml"
     cfg.write_text(
         f'[tasks]\nurl = "{url}"\n[registry]\npath = "{reg}"\n'
-        f'[influx]\nurl = "{influxd.url}"\ndatabase = "{influx_db}"\n',
+        f'[influx]\nurl = "{influx_url}"\ndatabase = "{influx_db}"\n',
         encoding="utf-8",
     )
+    return url, reg, cfg
+
+
+@pytest.fixture
+def month(tmp_path: Path, influxd, influx_db) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    url, reg, cfg = write_fixture_month(tmp_path, influxd.url, influx_db)
     return {
         "url": url,
         "registry": reg,

@@ -10,27 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.alerts.test_report import fixture_readings, fixture_tasks, registry
+from tests.alerts.test_report import write_fixture_month
 from weijian.cli import main
 
 
 @pytest.fixture
 def config(tmp_path: Path, influxd, influx_db) -> Path:  # type: ignore[no-untyped-def]
-    r = httpx.post(f"{influxd.url}/write", params={"db": influx_db},
-                   content="\n".join(fixture_readings()).encode())
-    assert r.status_code == 204, r.text
-    url = f"sqlite:///{tmp_path / 'tasks.sqlite'}"
-    fixture_tasks(url)
-    reg = registry(tmp_path / "registry.toml")
-    cfg = tmp_path / "central.toml"
-    cfg.write_text(
-        f'[tasks]\nurl = "{url}"\n[registry]\npath = "{reg}"\n'
-        f'[influx]\nurl = "{influxd.url}"\ndatabase = "{influx_db}"\n',
-        encoding="utf-8",
-    )
+    _, _, cfg = write_fixture_month(tmp_path, influxd.url, influx_db)
     return cfg
 
 
