@@ -547,11 +547,7 @@ def check_reading(
     """Apply the checks that need context: clock, topic agreement, site registry (in this order)."""
     site_id, device_id = where
     if reading.ts > now + FUTURE_TOLERANCE:
-        return Rejection(
-            RejectReason.FUTURE_TIMESTAMP,
-            "ts",
-            f"ts: {reading.ts.isoformat()} is more than 5 minutes after {now.isoformat()}",
-        )
+        return _in_future(reading.ts, now)
     if reading.site_id != site_id:
         return Rejection(
             RejectReason.TOPIC_MISMATCH,
@@ -571,6 +567,11 @@ def check_reading(
             f"device_id: {site_id}/{device_id} is not in the site registry",
         )
     return reading
+
+
+def _in_future(ts: datetime, now: datetime) -> Rejection:
+    detail = f"ts: {ts.isoformat()} is more than 5 minutes after {now.isoformat()}"
+    return Rejection(RejectReason.FUTURE_TIMESTAMP, "ts", detail)
 
 
 def _too_large(payload: bytes) -> Rejection:
@@ -613,11 +614,7 @@ def decode_status(gateway_id: str, payload: bytes, *, now: datetime) -> GatewayS
         return _rejection_from(exc)
     # Bounded like a reading's: the alert engine dates alerts and local times by it.
     if status.ts > now + FUTURE_TOLERANCE:
-        return Rejection(
-            RejectReason.FUTURE_TIMESTAMP,
-            "ts",
-            f"ts: {status.ts.isoformat()} is more than 5 minutes after {now.isoformat()}",
-        )
+        return _in_future(status.ts, now)
     if status.gateway_id != gateway_id:
         return Rejection(
             RejectReason.TOPIC_MISMATCH,
