@@ -114,7 +114,7 @@ def test_config_show_hides_credentials_inside_urls(
         '[tasks]\nurl = "postgresql://weijian:pg-s3cret@db.example:5432/weijian"\n'
         '[alerts]\nwecom_url = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=wecom-robot-key"\n'
         'dingtalk_url = "https://oapi.dingtalk.com/robot/send?access_token=ding-t0ken"\n'
-        '[sms]\nurl = "https://sms.example/send?access_token=sms-t0ken&sender=wj"\n'
+        '[sms]\nurl = "https://sms.example/send?access_token=sms-t0ken&sender=wj"\nsecret = "k3y"\n'
     ))
     assert main(["config", "show", "--config", str(path)]) == 0
     out = capsys.readouterr().out

@@ -159,6 +159,10 @@ class SmsSettings(_Section):
 
     @model_validator(mode="after")
     def _provider_keys(self) -> SmsSettings:
+        unsigned = self.secret is None or not self.secret.get_secret_value()
+        if self.provider == "webhook" and self.url and unsigned:
+            # An unsigned webhook would be signed with an empty key: anyone could forge one.
+            raise ValueError("key 'secret': required with key 'url' (the webhook's HMAC-SHA256 key)")
         if self.provider != "webhook":
             need = ["access_key_id", "access_key_secret", "sign_name", "template_code"]
             if self.provider == "tencent":
