@@ -386,10 +386,13 @@ class AlertsSettings(_Section):
     tick_s: float = Field(15.0, gt=0)  # wall seconds between clock ticks
     late_after_s: float = Field(300.0, ge=0)  # a reading older than this on arrival is late
     repeat_interval_min: float = Field(240.0, gt=0)
-    escalate_after_min: list[float] = [30.0, 60.0]  # unacknowledged: level 2, then level 3
+    # Unacknowledged: level 2, then level 3 (minutes after firing).
+    escalate_after_min: list[Annotated[float, Field(gt=0)]] = [30.0, 60.0]
     notify_resolved: bool = False
     min_task_severity: Severity = Severity.WARNING
-    sla_h: dict[Severity, float] = {Severity.CRITICAL: 2.0, Severity.WARNING: 24.0, Severity.INFO: 72.0}
+    sla_h: dict[Severity, Annotated[float, Field(gt=0)]] = {
+        Severity.CRITICAL: 2.0, Severity.WARNING: 24.0, Severity.INFO: 72.0,
+    }
     routes: list[AlertRoute] = [AlertRoute()]
     teams: list[AlertTeam] = []
     api_host: str = "127.0.0.1"

@@ -85,7 +85,7 @@ def describe_validation(exc: ValidationError) -> list[tuple[str, str]]:
                 msg = f"{msg} (value hidden)"
             else:
                 shown = mask(repr(error["input"]))
-                if shown not in msg:  # some messages quote the value already
+                if f"got {shown}" not in msg:  # some messages quote the value already
                     msg = f"{msg} (got {shown[:80]})"
         out.append((key, mask(msg)))
     return out

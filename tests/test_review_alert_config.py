@@ -1,4 +1,5 @@
-"""A webhook without its HMAC key is a configuration error: an empty key lets anyone forge one."""
+"""Configuration the alert stage cannot work with is refused at load: a webhook without its HMAC
+key (an empty key lets anyone forge one), durations that are not positive."""
 
 from __future__ import annotations
 
@@ -27,3 +28,17 @@ def test_a_webhook_url_with_a_secret_loads(tmp_path: Path) -> None:
     conf = tmp_path / "weijian.toml"
     conf.write_text('[sms]\nurl = "http://127.0.0.1:8025/sms"\nsecret = "k3y"\n')
     assert main(["config", "show", "--config", str(conf)]) == 0
+
+
+@pytest.mark.parametrize(("line", "key"), [
+    ("sla_h = {critical = -1}", "alerts.sla_h.critical"),
+    ("escalate_after_min = [0, 60]", "alerts.escalate_after_min.0"),
+])
+def test_alert_durations_must_be_positive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, key: str
+) -> None:
+    conf = tmp_path / "weijian.toml"
+    conf.write_text(f"[alerts]\n{line}\n")
+    assert main(["config", "show", "--config", str(conf)]) == 2
+    err = capsys.readouterr().err
+    assert f"key '{key}'" in err and "got " in err
