@@ -216,15 +216,16 @@ async def test_each_new_cause_is_logged_once_and_the_spool_drains_when_fixed(
             spool.close()
         events = [(r.getMessage(), r.__dict__.get("detail", "")) for r in caplog.records]
         names = [name for name, _ in events]
-        # Between InfluxDB's start and the CREATE DATABASE a retry may meet the 404 again: a
-        # change of cause too. What must never happen is one cause logged twice in a row.
+        # The causes in between depend on timing: a write in flight when InfluxDB stops may end
+        # in a ReadError before the ConnectErrors, and between InfluxDB's start and the CREATE
+        # DATABASE a retry may meet the 404 again. Each is a change of cause, logged once; what
+        # must never happen is one cause logged twice in a row, or once per retry.
         assert names[-1] == "influx.available" and names.count("influx.available") == 1
         causes = [detail for name, detail in events if name == "influx.unavailable"]
-        assert len(causes) in (2, 3), names
+        assert 2 <= len(causes) <= 4, names
         assert all(a != b for a, b in pairwise(causes)), causes
         assert "404" in causes[0] and "[influx] database" in causes[0]
-        assert "ConnectError" in causes[1]
-        assert len(causes) == 2 or "404" in causes[2]
+        assert any("ConnectError" in c for c in causes[1:]), causes
         series = await asyncio.to_thread(influx.query, "SELECT count(temperature) FROM cold_chain", "later")
         assert series[0]["values"][0][1] == 1
     finally:
