@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -326,7 +327,9 @@ class OutboxWorker:
             running = None
         if running is loop:
             self.wake.set()
-        else:
+            return
+        # A closed loop (the stage stopped): the rows wait in the outbox for the next worker.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self.wake.set)
 
     async def run(self, client: httpx.AsyncClient) -> None:
