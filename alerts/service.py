@@ -44,7 +44,7 @@ from alerts.engine import (
     step,
 )
 from alerts.notify import Notifier, OutboxWorker, build_channels
-from alerts.store import Fence, OutboxItem, PartitionLost, Store, TasksDbUnavailable
+from alerts.store import Fence, OutboxItem, PartitionLost, Store, TasksDbUnavailable, in_db_thread
 from weijian.backoff import Backoff
 from weijian.config import Settings
 from weijian.contract import AlertEvent, AlertState, GatewayStatus, Kind, Reading
@@ -244,7 +244,7 @@ class AlertService:
                 if self._state_key is not None:
                     state = (self._state_key, json.dumps(snapshot(self.state), separators=(",", ":")))
                 began = time.monotonic()
-                await asyncio.to_thread(self._record_now, p, now, state, fence)
+                await in_db_thread(self._record_now, p, now, state, fence)
                 if state is not None:
                     self.last_save_s = time.monotonic() - began
                 self._dirty = False
@@ -284,24 +284,24 @@ class AlertService:
         claimed and closed since the last tick, is acknowledged here.
         """
         known = {s.id for s in self.state.silences}
-        for silence in await asyncio.to_thread(self.store.silences, active_at=self.now()):
+        for silence in await in_db_thread(self.store.silences, active_at=self.now()):
             if silence.id not in known:  # recorded by `weijian tasks silence add` (another process)
                 log.info("silence.applied", extra={"silence_id": silence.id, "site_id": silence.site_id})
                 await self.handle(AddSilence(silence), events)
         firing = [a.alert_id for a in self.state.alerts.values() if a.state is AlertState.FIRING]
         if firing:
-            claimed = await asyncio.to_thread(self._claimed, firing)
+            claimed = await in_db_thread(self._claimed, firing)
             for alert_id, who in claimed:
                 await self.handle(Acknowledge(alert_id, who), events)
         await self.handle(Tick(), events)
         now = self.now()
         devices = self.state.config.devices
-        for task in await asyncio.to_thread(self.store.overdue_tasks, now):
+        for task in await in_db_thread(self.store.overdue_tasks, now):
             if (task["site_id"], task["device_id"]) not in devices and self._state_key is not None:
                 continue  # another partition's task (the gateway-offline ones: see below)
             p = _overdue_plan(self.dispatch, task, now)
             # Conditional in the database: of several processes, one queues the messages.
-            await asyncio.to_thread(self.store.mark_escalated, task["id"], now, p.outbox)
+            await in_db_thread(self.store.mark_escalated, task["id"], now, p.outbox)
 
     def _claimed(self, alert_ids: list[str]) -> list[tuple[str, str]]:
         # Claimed, or already closed: both can happen between two ticks.
@@ -309,7 +309,7 @@ class AlertService:
 
     async def silence(self, silence: Silence) -> None:
         """Record a maintenance window and apply it."""
-        await asyncio.to_thread(self.store.add_silence, silence)
+        await in_db_thread(self.store.add_silence, silence)
         await self.handle(AddSilence(silence))
 
     async def run(self, inbox: asyncio.Queue[Reading | GatewayStatus],
@@ -398,7 +398,7 @@ class AlertStage:
         backoff = Backoff(_RECORD_RETRY_FIRST_S, _RECORD_RETRY_MAX_S, jitter=0.5)
         while self.store is None:
             try:
-                self.store = await asyncio.to_thread(
+                self.store = await in_db_thread(
                     Store, self.settings.tasks.url, self.settings.alerts.db_timeout_s
                 )
             except TasksDbUnavailable as exc:
@@ -422,7 +422,7 @@ class AlertStage:
         """
         store = await self.open()
         try:
-            return await asyncio.to_thread(
+            return await in_db_thread(
                 AlertService, self.settings, self.registry, store, self.channels, self.now,
                 scope=scope, state_key=key, fence=fence, worker=self.worker, packs=self.packs,
             )

@@ -19,17 +19,20 @@ PartitionLost      a write was fenced off: this process no longer holds its part
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -78,6 +81,7 @@ __all__ = [
     "TaskStatus",
     "TasksDbUnavailable",
     "engine_url",
+    "in_db_thread",
     "migrate",
 ]
 
@@ -88,6 +92,21 @@ log = logging.getLogger(__name__)
 # is imported in the functions that use it, after this. An explicit level set elsewhere wins.
 if logging.getLogger("alembic").level == logging.NOTSET:
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+# The alerts stage's database calls run in threads of their own. On asyncio's default executor
+# (a handful of threads on a small machine) a database that hangs (a lock, a vanished server)
+# held every thread, and the calls other stages make there waited behind it: ingest's MQTT
+# connects, the InfluxDB 2.x writes. Threads are made only when needed.
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_DB_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="alerts-db")
+
+
+async def in_db_thread(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """``asyncio.to_thread`` on the alerts stage's own threads (see ``_DB_THREADS``)."""
+    call = functools.partial(fn, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_DB_THREADS, call)
 
 
 class TaskStatus(StrEnum):

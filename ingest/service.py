@@ -59,6 +59,10 @@ _PIPELINE_DEPTH = 2
 _BACKOFF_CAP_S = 30.0
 _GOOD_SESSION_S = 10.0  # a session that lasted this long resets the reconnection backoff
 _STAGES = ("influx", "alerts", "outbox", "coordinator")
+# A partition's session still starting (the alerts one loads its engine state first) counts as
+# live for its partner this long, so that the other does not drain a backlog alone and leave
+# every message to be parsed again; bounded, so a stage that cannot start holds nobody back.
+_PARTNER_START_GRACE_S = 5.0
 _SAVE_SHARE = 20  # an alerts session spends at most 1/20 of its time saving its engine state
 _SAVE_SPACING_MAX_S = 5.0
 
@@ -180,6 +184,7 @@ class IngestService:
         self._alerts_unacked = 0
         self._subscribed: set[str] = set()
         self._live: set[str] = set()  # sessions connected and reading (p3, a3)
+        self._starting: dict[str, float] = {}  # sessions not yet live -> until when they count as live
         self.intakes: dict[str, MqttIntake] = {}  # the live sessions by name (p3, a3), for tests
         self.http_port: int | None = None
         self.metrics.consumer_lag.set_function(lambda: self._alerts_unacked)
@@ -327,8 +332,8 @@ class IngestService:
                     if not batch:
                         continue
                     if cache is not None:  # here, not in a task: batches classify in order
-                        live = self._alerts_live(part.index)
-                        await cache.room_for("storage", len(batch), partner_live=live)
+                        live, wait = self._partner(f"a{part.index}")
+                        await cache.room_for("storage", len(batch), partner_live=live, wait_s=wait)
                     work = self._process(intake, tracker, batch, last, cache)
                     last = tg.create_task(work, name="ingest-batch")
                     in_flight.append(last)
@@ -345,6 +350,7 @@ class IngestService:
         finally:
             self._subscribed.discard(f"p{part.index}")
             self._live.discard(f"p{part.index}")
+            self._starting.pop(f"p{part.index}", None)  # a session that failed to start holds nobody
             intake.close()
 
     def _read_ahead(self) -> int:
@@ -401,8 +407,8 @@ class IngestService:
                     if batch:
                         cache = self._verdicts.get(part.index)
                         if cache is not None:
-                            live = self._storage_live(part.index)
-                            await cache.room_for("alerts", len(batch), partner_live=live)
+                            live, wait = self._partner(f"p{part.index}")
+                            await cache.room_for("alerts", len(batch), partner_live=live, wait_s=wait)
                         items = self._alert_items(batch, part.index)
                         self.metrics.alerts_judged.inc(len(items))
                         self._alerts_unacked += len(batch)
@@ -435,17 +441,25 @@ class IngestService:
         finally:
             self._subscribed.discard(f"a{part.index}")
             self._live.discard(f"a{part.index}")
+            self._starting.pop(f"a{part.index}", None)
             self._alerts_unacked -= len(waiting)
             intake.close()
 
-    def _alerts_live(self, part: int) -> bool:
-        """Whether the partition's alerts session is judging now (storage may wait for it)."""
-        judge = self._judges.get(part)
-        return judge is not None and not judge.degraded and f"a{part}" in self._live
+    def _partner(self, session: str) -> tuple[bool, float | None]:
+        """Whether the other session of a partition may be waited for, and for how long at most.
 
-    def _storage_live(self, part: int) -> bool:
-        """Whether the partition's storage session is storing now (alerts may wait for it)."""
-        return self.storage.is_healthy and f"p{part}" in self._live
+        ``session`` is ``a<n>`` (the alerts session, which storage may wait for) or ``p<n>``.
+        A live session is waited for the cache's bound, unless its stage cannot work now (the
+        alerts database or InfluxDB down); one still starting, until its start grace ends.
+        """
+        part = int(session[1:])
+        if session not in self._live:
+            left = self._starting.get(session, 0.0) - time.monotonic()
+            return left > 0, left
+        if session[0] == "a":
+            judge = self._judges.get(part)
+            return judge is not None and not judge.degraded, None
+        return self.storage.is_healthy, None
 
     def _ack_judged(self, intake: MqttIntake, waiting: list[Incoming]) -> list[Incoming]:
         intake.ack(waiting)
@@ -540,6 +554,8 @@ class IngestService:
         n = part.index
         if self._alerts is not None:  # both sessions see every message: parse each once
             self._verdicts[n] = VerdictCache(2 * self._read_ahead())  # bounded like the read-ahead
+            until = time.monotonic() + _PARTNER_START_GRACE_S  # the first start of each: see _partner
+            self._starting.update({f"p{n}": until, f"a{n}": until})
         async with asyncio.TaskGroup() as tg:
             tg.create_task(watch(), name=f"partition-watch-{n}")
             tg.create_task(self._keep_running(f"p{n}", lambda: self._storage_session(part, quit_), quit_,

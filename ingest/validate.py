@@ -195,11 +195,12 @@ class VerdictCache:
                 waiting[1].set()
         return verdict
 
-    async def room_for(self, side: str, n: int, *, partner_live: bool) -> None:
+    async def room_for(self, side: str, n: int, *, partner_live: bool, wait_s: float | None = None) -> None:
         """Before ``side`` classifies ``n`` messages: wait, briefly, for the other to catch up.
 
         Returns at once if the other is live and close enough that ``n`` more entries evict
-        none it has yet to take, or is not live; else when it has caught up, or after ``wait_s``.
+        none it has yet to take, or is not live; else when it has caught up, or after ``wait_s``
+        (the cache's own bound unless given: a partner still starting is waited for longer).
         """
         other = "alerts" if side == "storage" else "storage"
         # Never past this side: a batch larger than the cache must not wait for the other to lead.
@@ -211,7 +212,7 @@ class VerdictCache:
         self._waiting[side] = (target, room)
         try:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._wait_s):
+                async with asyncio.timeout(self._wait_s if wait_s is None else wait_s):
                     await room.wait()
         finally:
             del self._waiting[side]

@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -296,42 +296,90 @@ def test_the_task_api_answers_503_while_postgresql_is_down_and_recovers(
         proc.wait(30)
 
 
-def test_a_backlog_drain_parses_each_message_once_for_both_sessions(
-    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
-    tasks_url: str, receiver: Receiver,
-) -> None:
-    """A partition's storage and alerts sessions stay in step, so the second takes the first's parse.
+@contextlib.contextmanager
+def _backlog_drain(
+    tmp_path: Path, broker: Broker, influx: Influx, database: str, root: str, tasks_url: str,
+    receiver: Receiver, *, lock_state: bool,
+) -> Iterator[tuple[IngestProcess, int, Callable[[], None]]]:
+    """Ingest restarted onto a backlog of 7,200 readings (6 gateways, batches of 50).
 
-    Small batches make the verdict cache small (4 x 50 messages per partition) next to the
-    backlog (about 900 messages per partition): the session ahead must wait for the other.
+    With ``lock_state`` the alerts' engine-state table is locked from before the start until
+    the yielded ``unlock`` is called, so the alerts sessions cannot load their state (the
+    database hangs). Yields the started process, the number of readings and ``unlock``.
     """
     registry_path = tmp_path / "registry.toml"
     devices = fridge_registry(registry_path, gateways=6, per_gateway=4)
     minutes = 300
-    messages = fridge_readings(topic_root, devices, set(), minutes, recent_start(minutes + 2))
+    messages = fridge_readings(root, devices, set(), minutes, recent_start(minutes + 2))
     [proc] = _deployment(
-        tmp_path, ["a"], broker=mosquitto, influx=influxd, database=influx_db, root=topic_root,
+        tmp_path, ["a"], broker=broker, influx=influx, database=database, root=root,
         registry=registry_path, tasks_url=tasks_url, sms_url=receiver.url, secret=SECRET.decode(),
-        deployment=f"pc-{topic_root.split('/')[0]}", batch_size=50,
+        deployment=f"pc-{root.split('/')[0]}", batch_size=50,
     )
     try:
         proc.start()
         wait_for(lambda: proc.health().get("ready"), 60, "the sessions to exist on the broker")
         assert proc.stop() == 0
-        publisher = Publisher(mosquitto, messages, rate_per_s=20_000)  # the backlog, ingest down
+        publisher = Publisher(broker, messages, rate_per_s=20_000)  # the backlog, ingest down
         publisher.start()
         publisher.join()
         assert len(publisher.acked) == len(messages)
-        proc.start()
-        wait_for(lambda: count_points(influxd, influx_db) == len(messages)
-                 and proc.metric("ingest_alerts_judged_total") >= len(messages), 120,
-                 "the backlog stored and judged")
-        parsed = proc.metric("ingest_messages_parsed_total")
-        shared = proc.metric("ingest_parses_shared_total")
+        with contextlib.ExitStack() as held:
+            if lock_state:
+                lock = held.enter_context(psycopg.connect(tasks_url, connect_timeout=5))
+                lock.execute("LOCK TABLE alerts_engine_state IN ACCESS EXCLUSIVE MODE")
+            proc.start()
+            wait_for(lambda: proc.health().get("partitions"), 60, "the partitions to start")
+            yield proc, len(messages), held.close  # closing the connection ends the lock
         assert proc.stop() == 0
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize("alerts_late", [False, True], ids=["together", "alerts-start-late"])
+def test_a_backlog_drain_parses_each_message_once_for_both_sessions(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
+    tasks_url: str, receiver: Receiver, alerts_late: bool,
+) -> None:
+    """A partition's storage and alerts sessions stay in step, so the second takes the first's parse.
+
+    Small batches make the verdict cache small (2 x 50 messages per partition) next to the
+    backlog (1,200 or more messages per partition): the session ahead must wait for the other.
+    ``alerts-start-late`` keeps the engine-state table locked for 2 s after the partitions
+    start, so the alerts sessions load their state 2 s after the storage sessions could start
+    draining: a session still starting must be waited for too.
+    """
+    with _backlog_drain(tmp_path, mosquitto, influxd, influx_db, topic_root, tasks_url, receiver,
+                        lock_state=alerts_late) as (proc, readings, unlock):
+        if alerts_late:
+            time.sleep(2)  # the storage sessions could drain meanwhile
+        unlock()
+        wait_for(lambda: count_points(influxd, influx_db) == readings
+                 and proc.metric("ingest_alerts_judged_total") >= readings, 120,
+                 "the backlog stored and judged")
+        parsed = proc.metric("ingest_messages_parsed_total")
+        shared = proc.metric("ingest_parses_shared_total")
     # Each message parsed once and its parse taken by the other session (a few may be parsed
     # twice when a session waits longer than its bound, on a loaded machine).
-    assert len(messages) <= parsed <= 1.05 * len(messages), (parsed, shared)
-    assert shared >= 0.95 * len(messages), (parsed, shared)
+    assert readings <= parsed <= 1.05 * readings, (parsed, shared)
+    assert shared >= 0.95 * readings, (parsed, shared)
+
+
+def test_a_hung_alerts_database_holds_storage_back_only_for_the_start_grace(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
+    tasks_url: str, receiver: Receiver,
+) -> None:
+    """With the alerts' database hanging at start, storage waits at most 5 s, then drains alone.
+
+    Every alerts session's first database call hangs on the lock. Those calls have threads of
+    their own: on asyncio's shared default executor they held every thread, and the storage
+    sessions' MQTT connects waited behind them.
+    """
+    with _backlog_drain(tmp_path, mosquitto, influxd, influx_db, topic_root, tasks_url, receiver,
+                        lock_state=True) as (proc, readings, unlock):
+        wait_for(lambda: count_points(influxd, influx_db) == readings, 60,
+                 "the backlog stored while the alerts database hangs")
+        assert proc.metric("ingest_alerts_judged_total") == 0  # still hanging: nothing judged yet
+        unlock()
+        wait_for(lambda: proc.metric("ingest_alerts_judged_total") >= readings, 120,
+                 "every reading judged after")
