@@ -420,9 +420,11 @@ class IngestService:
                         ticked = time.monotonic()
                         await judge.tick(self.events)
                     # Saves of a large partition take long: space them so that saving takes at most
-                    # 1/_SAVE_SHARE of the session's time (up to _SAVE_SPACING_MAX_S apart).
+                    # 1/_SAVE_SHARE of the session's time (up to _SAVE_SPACING_MAX_S apart), but
+                    # save at once when the session is idle (nothing came for `idle`): the end of a
+                    # burst or a backlog is not left unacknowledged for seconds.
                     every = max(checkpoint_every, min(_SAVE_SPACING_MAX_S, _SAVE_SHARE * judge.last_save_s))
-                    if waiting and time.monotonic() - acked >= every:
+                    if waiting and (not batch or time.monotonic() - acked >= every):
                         await judge.checkpoint()  # saves only if something was judged
                         waiting = self._ack_judged(intake, waiting)
                         acked = time.monotonic()

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.alerts.conftest import SECRET, Receiver
-from tests.ingest.cluster import REPO, fridge_registry, ingest_config
+from tests.ingest.cluster import REPO, fridge_readings, fridge_registry, ingest_config, recent_start
 from tests.ingest.conftest import (
     await_until,
     count_points,
@@ -27,7 +27,7 @@ from tests.ingest.conftest import (
 )
 from weijian.contract import Flag, Kind, MetricValue, Reading, encode_reading, reading_topic
 from weijian.demo.local_services import Broker, Influx
-from weijian.registry import Registry
+from weijian.registry import Registry, load_registry
 
 
 async def test_power_loss_reading_becomes_an_alert_on_mqtt_and_in_influxdb(
@@ -119,3 +119,30 @@ async def test_two_deployments_on_one_tasks_database_keep_their_own_engine_state
     engine.dispose()
     for s in deployments:
         assert any(k.startswith(f"{s.ingest.client_id}/") for k in keys), keys
+
+
+async def test_the_end_of_a_burst_is_acknowledged_when_the_session_idles_not_at_the_next_save(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
+) -> None:
+    # Saves 60 s apart: in-band readings change no alert, so only a state save acknowledges
+    # them. Before, the last of a burst waited for the next spaced save (up to 5 s with long
+    # saves, here 60 s); now an idle alerts session saves at once.
+    registry_path = tmp_path / "registry.toml"
+    devices = fridge_registry(registry_path, gateways=2, per_gateway=3)
+    registry = load_registry(registry_path)
+    settings = make_settings(tmp_path, mosquitto, influxd, influx_db, topic_root, alerts=True)
+    settings = settings.model_copy(update={
+        "tasks": settings.tasks.model_copy(update={"url": f"sqlite:///{tmp_path / 'tasks.sqlite'}"}),
+        "alerts": settings.alerts.model_copy(update={"checkpoint_s": 60.0, "tick_s": 60.0}),
+    })
+    messages = fridge_readings(topic_root, devices, set(), 20, recent_start(21))
+    async with running(settings, registry) as service:
+        await asyncio.to_thread(publish, mosquitto, messages)
+        await await_until(lambda: service.metrics.alerts_judged._value.get() >= len(messages), 30,
+                          "every reading judged")
+        await await_until(lambda: service.health()["alerts_lag"] == 0, 10, "the burst acknowledged")
+        engine = create_engine(settings.tasks.url)
+        with engine.connect() as conn:
+            alerts = conn.execute(text("SELECT count(*) FROM alerts_alerts")).scalar_one()
+        engine.dispose()
+    assert alerts == 0  # nothing fired: it was the save that acknowledged them
