@@ -54,12 +54,26 @@ def _positive_int(value: str) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from ingest.service import IngestService
+    from ingest.service import IngestService, early_coordinator
 
     settings = load_settings(args.config)
     settings.check_ingest_run()  # before the registry: a configuration fault is named first
-    registry = load_registry(settings.registry.path)
-    service = IngestService(settings, registry)
+    # Join the cluster first: the wait before claiming (so that processes started together
+    # count each other) then passes while the registry and the rule packs load.
+    coordinator = early_coordinator(settings)
+    joining = asyncio.ensure_future(coordinator.join()) if coordinator is not None else None
+    try:
+        registry = await asyncio.to_thread(load_registry, settings.registry.path)
+        service = IngestService(settings, registry, coordinator=coordinator)
+        if joining is not None:
+            await joining
+    except BaseException:
+        if coordinator is not None:
+            if joining is not None:
+                joining.cancel()
+                await asyncio.gather(joining, return_exceptions=True)
+            await coordinator.close()
+        raise
     # Everything built so far (modules, registry, rule packs) lives as long as the process:
     # move it out of the collector's sight, and collect the young generation less often.
     # Each batch allocates tens of thousands of short-lived objects, and with the default

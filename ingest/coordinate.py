@@ -13,8 +13,11 @@ up to its fair share ``ceil(partitions / members)``, and names what it holds bey
 share, which the caller stops cleanly and then unlocks, so a process that joins gets work
 without a manual step. After a reconnection (PostgreSQL restarted) the process takes back
 its own partitions at once and waits the connection budget plus two rounds before claiming
-new ones, so the processes that come back later find theirs free. A process claims nothing in
-the round that connected, so processes started together count each other before claiming.
+new ones, so the processes that come back later find theirs free. A process claims nothing
+until ``claim_interval_s`` (90% of it) after it took its member lock, so processes started
+together count each other before claiming; ``weijian ingest run`` takes that lock first thing
+(:meth:`PgCoordinator.join`), while it loads the registry, so the wait overlaps the start-up,
+and the round after it comes as soon as the wait is over (:meth:`PgCoordinator.settling_s`).
 
 :class:`LocalCoordinator` is for one process with SQLite: it holds every partition while it
 holds an exclusive ``flock`` on a file, so a second process on the same machine waits as a
@@ -87,6 +90,9 @@ class Coordinator(Protocol):
     async def close(self) -> None:
         """Release everything."""
 
+    def settling_s(self) -> float:
+        """Seconds until this process may claim after joining (0: it may, or it never waits)."""
+
 
 class PgCoordinator:
     """Partitions claimed through PostgreSQL advisory locks.
@@ -130,6 +136,38 @@ class PgCoordinator:
     def is_connected(self) -> bool:
         """Whether the lock connection is up."""
         return self._conn is not None and not self._conn.closed
+
+    def assign(self, partitions: list[int]) -> None:
+        """Set the partitions that have work (for a coordinator made before the registry loaded)."""
+        self._partitions = sorted(partitions)
+
+    async def join(self) -> None:
+        """Connect and take the member lock now, before the first round; never raises.
+
+        The wait before claiming counts from here, so joining while the rest of the process
+        starts (the registry, the rule packs) shortens the start. If the database cannot be
+        reached, the first round tries again.
+        """
+        if self.is_connected:
+            return
+        try:
+            await self._connect(set())
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            log.warning("coordinator.unavailable", extra={"error": str(exc), "held": []})
+            self._last_error = str(exc)
+            await self._drop()
+
+    def _settle_wait_s(self) -> float:
+        """How long after connecting this process waits before claiming new partitions."""
+        if self._connections > 1:  # a reconnection: let the slowest peer's attempt finish too
+            return self._connect_timeout_s + 2 * self._interval_s
+        return self._interval_s
+
+    def settling_s(self) -> float:
+        """Seconds until the wait after connecting is over (0 once it is, or while disconnected)."""
+        if not self.is_connected:
+            return 0.0
+        return max(0.0, self._connected_at + 0.9 * self._settle_wait_s() - time.monotonic())
 
     def fence(self, index: int) -> tuple[int, int, int] | None:
         """The lock that must still be ours when a write for ``index`` commits."""
@@ -192,10 +230,7 @@ class PgCoordinator:
             # Claim nothing in the round that connected, so that processes starting (or coming
             # back after a PostgreSQL restart) together count each other first; after a
             # reconnection wait long enough for the slowest peer's connection attempt too.
-            wait_s = self._interval_s
-            if self._connections > 1:
-                wait_s = self._connect_timeout_s + 2 * self._interval_s
-            settled = not fresh and time.monotonic() - self._connected_at >= wait_s * 0.9
+            settled = not fresh and self.settling_s() <= 0
             if len(self.held) < share and settled:
                 start = self._member_id % max(1, len(self._partitions))
                 for index in self._partitions[start:] + self._partitions[:start]:
@@ -282,6 +317,10 @@ class LocalCoordinator:
     async def unlock(self, index: int) -> None:
         """Forget a partition (it is claimed again next round)."""
         self.held.discard(index)
+
+    def settling_s(self) -> float:
+        """A file lock needs no wait: the process that holds it holds everything."""
+        return 0.0
 
     async def close(self) -> None:
         """Release the file lock."""

@@ -50,7 +50,7 @@ from weijian.errors import AlertsUnavailable, ConfigError, PartitionLost, Servic
 from weijian.registry import Registry
 from weijian.status_http import StatusServer
 
-__all__ = ["AlertJudge", "AlertsStage", "IngestService", "make_writer"]
+__all__ = ["AlertJudge", "AlertsStage", "IngestService", "early_coordinator", "make_writer"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,33 @@ def _load_alerts(settings: Settings, registry: Registry, clock: Callable[[], dat
     return stage
 
 
+def early_coordinator(settings: Settings) -> PgCoordinator | None:
+    """The PostgreSQL coordinator the settings ask for, without partitions yet (see ``assign``).
+
+    None for the local (file lock) coordination. Needs no registry, so ``ingest run`` makes it
+    first and joins while the registry loads.
+
+    Raises:
+        ConfigError: ``coordination = "postgres"`` without a PostgreSQL ``[tasks] url``.
+    """
+    cfg = settings.ingest
+    url = settings.tasks.url
+    mode = cfg.coordination
+    postgres = url.startswith(("postgresql:", "postgresql+psycopg:"))
+    if mode == "auto":
+        mode = "postgres" if postgres else "local"
+    if mode == "postgres" and not postgres:
+        raise ConfigError(
+            f'[ingest] coordination = "postgres" needs [tasks] url = "postgresql://...", '
+            f"not {url.split('@')[-1]!r}"  # no credentials in the message
+        )
+    if mode != "postgres":
+        return None
+    return PgCoordinator(url, cfg.client_id, [], interval_s=cfg.claim_interval_s,
+                         member_timeout_s=cfg.member_timeout_s,
+                         connect_timeout_s=settings.alerts.db_timeout_s)
+
+
 def _partition_lost(exc: BaseException) -> bool:
     return isinstance(exc, PartitionLost)
 
@@ -175,6 +202,8 @@ class IngestService:
             alerts = _load_alerts(settings, registry, self._now)
         self._alerts = alerts
         self.coordinator = coordinator or self._make_coordinator()
+        if isinstance(self.coordinator, PgCoordinator):  # made early by `ingest run`: see early_coordinator
+            self.coordinator.assign(sorted(self.partitions))
         self.events: asyncio.Queue[AlertEvent] = asyncio.Queue(maxsize=cfg.alerts_events_size)
         self._control: MqttIntake | None = None
         self._runners: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
@@ -193,22 +222,10 @@ class IngestService:
             self.metrics.degraded.labels(stage).set_function(self._is_degraded(stage))
 
     def _make_coordinator(self) -> Coordinator:
-        cfg = self.settings.ingest
-        url = self.settings.tasks.url
-        mode = cfg.coordination
-        postgres = url.startswith(("postgresql:", "postgresql+psycopg:"))
-        if mode == "auto":
-            mode = "postgres" if postgres else "local"
         indices = sorted(self.partitions)
-        if mode == "postgres" and not postgres:
-            raise ConfigError(
-                f'[ingest] coordination = "postgres" needs [tasks] url = "postgresql://...", '
-                f"not {url.split('@')[-1]!r}"  # no credentials in the message
-            )
-        if mode == "postgres":
-            return PgCoordinator(url, cfg.client_id, indices, interval_s=cfg.claim_interval_s,
-                                 member_timeout_s=cfg.member_timeout_s,
-                                 connect_timeout_s=self.settings.alerts.db_timeout_s)
+        coordinator = early_coordinator(self.settings)
+        if coordinator is not None:
+            return coordinator
         return LocalCoordinator(self._lock_path(), indices)
 
     def _lock_path(self) -> Path:
@@ -689,7 +706,8 @@ class IngestService:
                     await coordinator.unlock(index)
             for index in sorted(coordinator.held - set(self._runners)):  # claimed, or held unrun
                 self._start(tg, index)
-            await _sleep_unless(stop, interval)
+            settling = coordinator.settling_s()  # joined at start-up: claim as soon as it may
+            await _sleep_unless(stop, min(interval, settling) if settling > 0 else interval)
         await self._stop(*self._runners)
 
     # --- the whole service -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import httpx
 import psycopg
 import pytest
 
+from ingest.coordinate import lock_key
 from ingest.partitions import partition_registry
 from tests.alerts.conftest import SECRET, Receiver
 from tests.ingest.cluster import (
@@ -163,6 +165,50 @@ def test_two_processes_started_at_once_on_an_empty_database_both_run(
         for p in procs:
             p.kill()
     assert _rows(tasks_url, "SELECT version_num FROM alembic_version") == [("0005",)]
+
+
+def _members(url: str, deployment: str) -> int:
+    """Member locks of ``deployment`` in the database of ``url`` (what the coordinator counts)."""
+    sql = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted"
+           " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+           f" AND classid::bigint = {lock_key(deployment + '/members') & 0xFFFFFFFF}")
+    [(n,)] = _rows(url, sql)
+    return int(n)  # type: ignore[call-overload]
+
+
+def test_ingest_run_joins_the_cluster_while_its_registry_still_loads(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
+    tasks_url: str, receiver: Receiver,
+) -> None:
+    # The wait before claiming (so that processes started together count each other) counts
+    # from the member lock, which `ingest run` takes before loading the registry. The registry
+    # here is a FIFO: loading it waits until the test writes it.
+    source = tmp_path / "source.toml"
+    fridge_registry(source, gateways=3, per_gateway=2)
+    fifo = tmp_path / "registry.toml"
+    os.mkfifo(fifo)
+    deployment = f"jn-{topic_root.split('/')[0]}"
+    [proc] = _deployment(
+        tmp_path, ["a"], broker=mosquitto, influx=influxd, database=influx_db, root=topic_root,
+        registry=fifo, tasks_url=tasks_url, sms_url=receiver.url, secret=SECRET.decode(),
+        deployment=deployment, claim_interval_s=10.0,
+    )
+    try:
+        proc.start()
+        wait_for(lambda: _members(tasks_url, deployment) == 1, 60, "the member lock before the registry")
+        assert proc.health() == {}  # alive, but still reading its registry: nothing serves yet
+        time.sleep(9)  # the wait before claiming (0.9 x 10 s) passes while the registry "loads"
+        began = time.monotonic()
+        with fifo.open("w", encoding="utf-8") as pipe:
+            pipe.write(source.read_text(encoding="utf-8"))
+        wait_for(lambda: proc.partitions(), 60, "the partitions claimed")
+        # Claimed in the first round after loading, not a whole claim interval (10 s) later.
+        assert time.monotonic() - began < 7
+        wait_for(lambda: proc.health().get("ready"), 60, "the sessions subscribed")
+        assert proc.stop() == 0
+    finally:
+        proc.kill()
+    assert _members(tasks_url, deployment) == 0
 
 
 def test_postgresql_down_for_a_minute_storage_goes_on_and_every_reading_is_judged_after(
