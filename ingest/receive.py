@@ -43,6 +43,7 @@ __all__ = [
     "MqttLost",
     "SessionTakenOver",
     "Subscription",
+    "ack_tokens",
     "fast_path_problem",
 ]
 
@@ -198,6 +199,15 @@ class _BufferedClient(_Client):
         if mids:
             packet = b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids])
             self._packet_queue(0x40, packet, 0, 0)
+
+
+def ack_tokens(messages: list[Incoming]) -> list[int]:
+    """What acknowledging each message needs, one int each: ``qos << 16 | mid``.
+
+    For a caller that keeps messages long after handling them only to acknowledge them: the
+    ints hold no payload or topic. MQTT packet ids are 16-bit, so the two never mix.
+    """
+    return [m.qos << 16 | m.mid for m in messages]
 
 
 def _varint(data: bytes, i: int, end: int) -> tuple[int, int]:
@@ -564,6 +574,13 @@ class MqttIntake:
         for message in messages:
             if message.qos == 2:  # never subscribed for, but answer it properly if it comes
                 self._client.ack(message.mid, 2)
+
+    def ack_tokens(self, tokens: list[int]) -> None:
+        """Acknowledge messages by their :func:`ack_tokens`, as :meth:`ack` does."""
+        self._client.ack_many([t & 0xFFFF for t in tokens if t >> 16 == 1])
+        for token in tokens:
+            if token >> 16 == 2:
+                self._client.ack(token & 0xFFFF, 2)
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tracemalloc
 from datetime import UTC, datetime
 from typing import Any
 
@@ -260,3 +261,26 @@ def test_the_line_protocol_writes_the_contracts_tags_and_flag_fields() -> None:
     assert measurement == "cold_chain"
     assert tuple(t.split("=")[0] for t in tags) == READING_TAGS
     assert fields == f'temperature{FLAG_FIELD_SUFFIX}="B"'
+
+
+def test_a_parsed_reading_is_small_and_a_metric_still_refuses_unknown_keys() -> None:
+    # Ingest holds thousands of parsed readings at once (batches in flight, the verdicts the
+    # two sessions of a partition share). A metric is a slotted dataclass, not a model with a
+    # dict and a set of its own: a reading with three metrics held 2,835 bytes, now about 1,560.
+    payload = valid_payload()
+    payload["metrics"]["ph"] = {"value": 7.1, "unit": "pH", "flag": "N"}
+    body = json.dumps(payload).encode()
+    decode_reading(TOPIC, body, now=NOW, root=ROOT)  # the first call builds lazy caches
+    tracemalloc.start()
+    try:
+        held = [decode_reading(TOPIC, body, now=NOW, root=ROOT) for _ in range(1000)]
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert all(isinstance(r, Reading) for r in held)
+    assert size / len(held) < 2000, f"{size / len(held):.0f} bytes per parsed reading"
+    extra = with_change("metrics.turbidity.note", "x")
+    refused = decode_reading(TOPIC, extra, now=NOW, root=ROOT)
+    assert isinstance(refused, Rejection) and refused.reason is RejectReason.UNEXPECTED_FIELD
+    assert refused.field == "metrics.turbidity.note"
+    assert refused.detail == "metrics.turbidity.note: Extra inputs are not permitted"

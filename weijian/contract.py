@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 __all__ = [
@@ -215,10 +216,9 @@ class Rejection:
     detail: str
 
 
-class MetricValue(BaseModel):
+@pydantic_dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid", strict=True))
+class MetricValue:
     """One measured value with its unit and HJ 212 data flag."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     # Checked in pydantic-core (finite_number), no Python call per metric. That a null value
     # needs a flag other than N is checked by Reading, once for all its metrics.
@@ -466,6 +466,7 @@ _ERROR_REASONS: Final[Mapping[str, RejectReason]] = {
     "json_type": RejectReason.MALFORMED_JSON,
     "missing": RejectReason.MISSING_FIELD,
     "extra_forbidden": RejectReason.UNEXPECTED_FIELD,
+    "unexpected_keyword_argument": RejectReason.UNEXPECTED_FIELD,  # a metric's (a dataclass)
     "enum": RejectReason.UNKNOWN_KIND,
     "finite_number": RejectReason.NON_FINITE,
     "timezone_aware": RejectReason.NAIVE_TIMESTAMP,
@@ -486,6 +487,8 @@ def _rejection_from(exc: ValidationError) -> Rejection:
     if reason is RejectReason.UNKNOWN_KIND and path != "kind":
         reason = RejectReason.WRONG_TYPE  # an enum other than kind: the flag
     msg = error["msg"]
+    if kind == "unexpected_keyword_argument":
+        msg = "Extra inputs are not permitted"  # as for the reading's own keys
     if kind in ("unknown_metric", "wrong_unit", "null_value"):
         path, _, msg = msg.partition(": ")  # the model validator names the metric itself
     elif kind == "string_pattern_mismatch":

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ingest.receive import MqttIntake
+from ingest.receive import MqttIntake, ack_tokens
+from ingest.validate import Incoming
 from tests.ingest.conftest import make_settings, publish
 from weijian.config import Settings
 from weijian.demo.local_services import Broker, Influx
@@ -72,3 +73,44 @@ async def test_receiving_leaves_no_reference_cycles_for_the_collector(
             gc.enable()
     assert len(got) == n
     assert found < n // 10, f"{found} objects in reference cycles for {n} messages"
+
+
+async def test_acknowledging_by_token_acknowledges_exactly_those_messages(
+    tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str
+) -> None:
+    # The alerts sessions keep one int per judged message until the state save (not the
+    # message): the tokens must acknowledge exactly those messages, so that what was not
+    # acknowledged comes back after a reconnection and nothing else does.
+    settings = make_settings(tmp_path, mosquitto, influxd, influx_db, topic_root)
+    topic = f"{topic_root}/batching/tokens"
+    name = f"{topic_root}-tokens"
+
+    def session() -> MqttIntake:
+        return MqttIntake(settings.mqtt, settings.ingest, client_id=name, max_pending=1000)
+
+    first = session()
+    try:
+        await first.connect([(topic, SubscribeOptions(qos=1))])
+        await asyncio.to_thread(publish, mosquitto, [(topic, b"%d" % i) for i in range(200)])
+        got: list[Incoming] = []
+        while len(got) < 200:
+            got += await asyncio.wait_for(first.next_batch(0.05), 10)
+        tokens = ack_tokens(got)
+        assert [t & 0xFFFF for t in tokens] == [m.mid for m in got] and all(t >> 16 == 1 for t in tokens)
+        first.ack_tokens([t for t, m in zip(tokens, got, strict=True) if int(m.payload) % 2 == 0])
+        await first.disconnect()  # the session stays on the broker with what was not acknowledged
+    finally:
+        first.close()
+    again = session()
+    try:
+        await again.connect([(topic, SubscribeOptions(qos=1))])
+        back: list[Incoming] = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3):
+                while len(back) < 100:
+                    back += await again.next_batch(0.05)
+        again.ack(back)
+        await again.disconnect()
+    finally:
+        again.close()
+    assert sorted(int(m.payload) for m in back) == list(range(1, 200, 2))  # the odd ones, once each

@@ -53,7 +53,9 @@ def test_a_second_process_with_the_same_config_waits_then_takes_over(
         publish(mosquitto, messages[half:])  # queued in the sessions while nobody reads them
         wait_for(lambda: second.partitions() == nonempty, 30, "the standby to hold every partition")
         wait_for(lambda: count_points(influxd, influx_db) == len(messages), 60, "every reading stored")
-        assert second.health()["ready"] is True
+        # Every session subscribed (an alerts session notes its SUBACK on its next batch, up to
+        # 0.5 s after the last reading was stored: ask until then rather than at one instant).
+        wait_for(lambda: second.health()["ready"] is True, 30, "the standby ready")
         assert "coordinator.standby_active" in second.log.read_text()
     finally:
         first.kill()
