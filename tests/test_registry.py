@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
+from tests.ingest.cluster import fridge_registry
 from weijian.cli import main
 from weijian.contract import Kind
 from weijian.registry import Storage, WaterPoint, load_registry
@@ -122,3 +125,24 @@ def test_missing_registry_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
 def test_the_example_passes_the_cli_check(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["registry", "check", str(EXAMPLE)]) == 0
     assert "11 sites, 12 devices, 4 gateways" in capsys.readouterr().out
+
+
+def test_a_large_registry_holds_about_1_5_kb_per_device(tmp_path: Path) -> None:
+    # Every ingest process holds the whole registry: sites and devices are slotted dataclasses
+    # (3,009 bytes per cold-chain device and site as pydantic models, 1,449 now).
+    path = tmp_path / "registry.toml"
+    fridge_registry(path, 100, 20, ("temperature", "door_open", "power_ok"))
+    load_registry(path)  # the first load builds lazy caches (profiles, rule packs)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        registry = load_registry(path)
+        gc.collect()
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    devices = sum(1 for _ in registry.devices())
+    assert devices == 2000
+    assert size / devices < 2000, f"{size / devices:.0f} bytes per device"
+    site = registry.sites["cc-00-00"]
+    assert site.name == "冷库0-0" and registry.device("cc-00-00", "fr-01") is site.devices[0]

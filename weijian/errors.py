@@ -78,8 +78,10 @@ def describe_validation(exc: ValidationError) -> list[tuple[str, str]]:
         msg = error["msg"]
         if msg.startswith("Value error, "):
             msg = msg.removeprefix("Value error, ")
-        elif error["type"] == "extra_forbidden":
+        elif error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):  # a model's, a dataclass's
             msg = "unknown key (misspelt?)"
+        elif error["type"] == "missing_argument":  # a dataclass's "missing"
+            msg = "Field required"
         elif error["type"] != "missing" and not isinstance(error.get("input"), dict | list):
             if is_secret_key(key):
                 msg = f"{msg} (value hidden)"

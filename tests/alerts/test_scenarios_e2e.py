@@ -70,7 +70,7 @@ def only_devices(registry: Registry, keep: set[tuple[str, str]]) -> Registry:
     for site in registry.sites.values():
         devices = tuple(d for d in site.devices if (site.id, d.id) in keep)
         if devices:
-            sites[site.id] = site.model_copy(update={"devices": devices})
+            sites[site.id] = dataclasses.replace(site, devices=devices)
     return dataclasses.replace(
         registry, sites=sites,
         _devices={k: v for k, v in registry._devices.items() if k in keep},
