@@ -97,10 +97,12 @@ if logging.getLogger("alembic").level == logging.NOTSET:
 # The alerts stage's database calls run in threads of their own. On asyncio's default executor
 # (a handful of threads on a small machine) a database that hangs (a lock, a vanished server)
 # held every thread, and the calls other stages make there waited behind it: ingest's MQTT
-# connects, the InfluxDB 2.x writes. Threads are made only when needed.
+# connects, the InfluxDB 2.x writes. Threads are made only when needed; eight, as many as the
+# default partitions (each session makes one call at a time), and within the 15 connections
+# of SQLAlchemy's default pool, which a SQLite tasks database uses.
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-_DB_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="alerts-db")
+_DB_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="alerts-db")
 
 
 async def in_db_thread(fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:

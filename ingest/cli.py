@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import signal
 import sys
+import threading
 import unicodedata
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from weijian.cli import add_config_argument
 from weijian.config import load_settings
@@ -16,6 +19,8 @@ from weijian.errors import UsageError
 from weijian.registry import load_registry
 
 __all__ = ["register"]
+
+_T = TypeVar("_T")
 
 _SWITCH_INTERVAL_S = 0.0005
 _GC_YOUNG = 50_000  # allocations between young-generation collections (CPython's default: 700)
@@ -53,25 +58,50 @@ def _positive_int(value: str) -> int:
     return number
 
 
+async def _in_daemon_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` in a daemon thread, off the event loop.
+
+    Not on asyncio's executor, whose threads the interpreter waits for at exit: Ctrl-C while
+    a registry read hangs (a stalled network mount) would not end the process.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if done.done():
+            return  # cancelled meanwhile
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (Ctrl-C): nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name=f"load-{getattr(fn, '__name__', 'work')}", daemon=True).start()
+    return await done
+
+
 async def _serve(args: argparse.Namespace) -> None:
     from ingest.service import IngestService, early_coordinator
 
     settings = load_settings(args.config)
     settings.check_ingest_run()  # before the registry: a configuration fault is named first
-    # Join the cluster first: the wait before claiming (so that processes started together
-    # count each other) then passes while the registry and the rule packs load.
+    # Connect to the cluster's database first: the wait before claiming (so that processes
+    # started together count each other) then passes while the registry and rule packs load.
     coordinator = early_coordinator(settings)
-    joining = asyncio.ensure_future(coordinator.join()) if coordinator is not None else None
+    if coordinator is not None:
+        coordinator.start_joining()
     try:
-        registry = await asyncio.to_thread(load_registry, settings.registry.path)
+        registry = await _in_daemon_thread(load_registry, settings.registry.path)
         service = IngestService(settings, registry, coordinator=coordinator)
-        if joining is not None:
-            await joining
     except BaseException:
         if coordinator is not None:
-            if joining is not None:
-                joining.cancel()
-                await asyncio.gather(joining, return_exceptions=True)
             await coordinator.close()
         raise
     # Everything built so far (modules, registry, rule packs) lives as long as the process:

@@ -14,10 +14,12 @@ share, which the caller stops cleanly and then unlocks, so a process that joins 
 without a manual step. After a reconnection (PostgreSQL restarted) the process takes back
 its own partitions at once and waits the connection budget plus two rounds before claiming
 new ones, so the processes that come back later find theirs free. A process claims nothing
-until ``claim_interval_s`` (90% of it) after it took its member lock, so processes started
-together count each other before claiming; ``weijian ingest run`` takes that lock first thing
-(:meth:`PgCoordinator.join`), while it loads the registry, so the wait overlaps the start-up,
-and the round after it comes as soon as the wait is over (:meth:`PgCoordinator.settling_s`).
+until 90% of ``claim_interval_s`` after it connected, so processes started together count
+each other before claiming. ``weijian ingest run`` connects first thing
+(:meth:`PgCoordinator.start_joining`), while it loads the registry, and that wait counts from
+the connection; the member lock itself is taken by the first round, once the process has
+started (a process whose start fails or hangs is never counted), and claims wait at least
+half a ``claim_interval_s`` after it (:meth:`PgCoordinator.settling_s`).
 
 :class:`LocalCoordinator` is for one process with SQLite: it holds every partition while it
 holds an exclusive ``flock`` on a file, so a second process on the same machine waits as a
@@ -127,6 +129,8 @@ class PgCoordinator:
         self._pid = 0
         self._member_id = random.randrange(1, 2**31)
         self._connected_at = 0.0
+        self._member_since = 0.0  # when the member lock was taken on this connection (0: not yet)
+        self._joining: asyncio.Future[None] | None = None
         self._connections = 0  # the first waits one round before claiming, a reconnection longer
         self._last_error = ""
         self.held: set[int] = set()
@@ -141,17 +145,21 @@ class PgCoordinator:
         """Set the partitions that have work (for a coordinator made before the registry loaded)."""
         self._partitions = sorted(partitions)
 
-    async def join(self) -> None:
-        """Connect and take the member lock now, before the first round; never raises.
+    def start_joining(self) -> None:
+        """Connect in the background, before the first round (``ingest run`` calls it first thing).
 
-        The wait before claiming counts from here, so joining while the rest of the process
-        starts (the registry, the rule packs) shortens the start. If the database cannot be
-        reached, the first round tries again.
+        Only the connection: the member lock, which the running processes count (and give
+        partitions up for), is taken by the first round, once this process has started and
+        can take work. The wait before claiming counts from this connection, so it passes
+        while the registry and the rule packs load. Never raises: a database that cannot be
+        reached is tried again by the rounds.
         """
-        if self.is_connected:
-            return
+        if self._joining is None and not self.is_connected:
+            self._joining = asyncio.ensure_future(self._join())
+
+    async def _join(self) -> None:
         try:
-            await self._connect(set())
+            await self._connect(set(), member=False)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             log.warning("coordinator.unavailable", extra={"error": str(exc), "held": []})
             self._last_error = str(exc)
@@ -164,10 +172,18 @@ class PgCoordinator:
         return self._interval_s
 
     def settling_s(self) -> float:
-        """Seconds until the wait after connecting is over (0 once it is, or while disconnected)."""
+        """Seconds until this process may claim (0 once it may, or while disconnected).
+
+        90% of the wait after connecting (``claim_interval_s``; after a reconnection the
+        connection budget plus two intervals), and at least half a ``claim_interval_s`` after
+        taking the member lock, so that processes started together count each other first.
+        """
         if not self.is_connected:
             return 0.0
-        return max(0.0, self._connected_at + 0.9 * self._settle_wait_s() - time.monotonic())
+        now = time.monotonic()
+        half = 0.5 * self._interval_s
+        member = self._member_since + half if self._member_since else now + half
+        return max(0.0, self._connected_at + 0.9 * self._settle_wait_s() - now, member - now)
 
     def fence(self, index: int) -> tuple[int, int, int] | None:
         """The lock that must still be ours when a write for ``index`` commits."""
@@ -188,7 +204,12 @@ class PgCoordinator:
     async def _try_lock(self, cls: int, key: int) -> bool:
         return bool(await self._scalar("SELECT pg_try_advisory_lock(%s, %s)::int", cls, key))
 
-    async def _connect(self, lost: set[int]) -> None:
+    async def _take_member_lock(self) -> None:
+        while not await self._try_lock(self._members_class, self._member_id):
+            self._member_id = random.randrange(1, 2**31)
+        self._member_since = time.monotonic()
+
+    async def _connect(self, lost: set[int], *, member: bool = True) -> None:
         async with asyncio.timeout(self._connect_timeout_s + 1):
             conn = await psycopg.AsyncConnection.connect(
                 self._url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout_s))
@@ -201,8 +222,8 @@ class PgCoordinator:
                                ("tcp_keepalives_interval", idle), ("tcp_keepalives_count", 3)):
             await conn.execute(f"SET {setting} = {int(value)}")
         self._pid = conn.info.backend_pid
-        while not await self._try_lock(self._members_class, self._member_id):
-            self._member_id = random.randrange(1, 2**31)
+        if member:
+            await self._take_member_lock()
         self._connected_at = time.monotonic()
         self._connections += 1
         for index in sorted(self.held):
@@ -216,9 +237,14 @@ class PgCoordinator:
         """One round: (re)connect, count members, claim up to the fair share, name the surplus."""
         out = Round()
         try:
+            if self._joining is not None:  # started at start-up: let it finish
+                joining, self._joining = self._joining, None
+                await joining
             fresh = not self.is_connected
             if fresh:
                 await self._connect(out.lost)
+            elif not self._member_since:  # joined at start-up: now this process can take work
+                await self._take_member_lock()
             # pg_locks lists the whole cluster; advisory locks belong to one database.
             self.members = await self._scalar(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted"
@@ -259,6 +285,7 @@ class PgCoordinator:
                 await self._drop()  # the locks go with the connection anyway
 
     async def _drop(self) -> None:
+        self._member_since = 0.0  # the member lock goes with the connection
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(psycopg.Error, OSError):
@@ -267,6 +294,10 @@ class PgCoordinator:
     async def close(self) -> None:
         """Close the connection: PostgreSQL frees every lock of this process."""
         self.held.clear()
+        if self._joining is not None:
+            self._joining.cancel()
+            await asyncio.gather(self._joining, return_exceptions=True)
+            self._joining = None
         await self._drop()
 
 

@@ -367,7 +367,6 @@ class IngestService:
         finally:
             self._subscribed.discard(f"p{part.index}")
             self._live.discard(f"p{part.index}")
-            self._starting.pop(f"p{part.index}", None)  # a session that failed to start holds nobody
             intake.close()
 
     def _read_ahead(self) -> int:
@@ -383,8 +382,10 @@ class IngestService:
 
     def _subscriptions(self, part: Partition) -> list[Subscription]:
         # Retained statuses only when the subscription is new: afterwards the engine state has them.
-        topics: list[Subscription] = [(t, SubscribeOptions(qos=1)) for t in part.reading_topics(self._root)]
-        topics += [(t, SubscribeOptions(qos=1, retainHandling=1)) for t in part.status_topics(self._root)]
+        # One options object for all (paho only reads them): a site's filter costs no object of its own.
+        readings, statuses = SubscribeOptions(qos=1), SubscribeOptions(qos=1, retainHandling=1)
+        topics: list[Subscription] = [(t, readings) for t in part.reading_topics(self._root)]
+        topics += [(t, statuses) for t in part.status_topics(self._root)]
         return topics
 
     # --- the alerts pipeline -------------------------------------------------------------
@@ -440,11 +441,14 @@ class IngestService:
                         ticked = time.monotonic()
                         await judge.tick(self.events)
                     # Saves of a large partition take long: space them so that saving takes at most
-                    # 1/_SAVE_SHARE of the session's time (up to _SAVE_SPACING_MAX_S apart), but
-                    # save at once when the session is idle (nothing came for `idle`): the end of a
-                    # burst or a backlog is not left unacknowledged for seconds.
+                    # 1/_SAVE_SHARE of the session's time (up to _SAVE_SPACING_MAX_S apart); when
+                    # the session is idle (nothing came for `idle`), a quarter of that spacing
+                    # after the last save: the end of a burst or a backlog is not left
+                    # unacknowledged for seconds, and bursts a little apart do not save each time.
                     every = max(checkpoint_every, min(_SAVE_SPACING_MAX_S, _SAVE_SHARE * judge.last_save_s))
-                    if waiting and (not batch or time.monotonic() - acked >= every):
+                    if not batch:  # idle: a quarter of the spacing will do
+                        every = max(checkpoint_every, every / 4)
+                    if waiting and time.monotonic() - acked >= every:
                         await judge.checkpoint()  # saves only if something was judged
                         waiting = self._ack_judged(intake, waiting)
                         acked = time.monotonic()
@@ -463,7 +467,6 @@ class IngestService:
         finally:
             self._subscribed.discard(f"a{part.index}")
             self._live.discard(f"a{part.index}")
-            self._starting.pop(f"a{part.index}", None)
             self._alerts_unacked -= len(waiting)
             intake.close()
 
@@ -560,6 +563,17 @@ class IngestService:
             log.warning("mqtt.lost", extra={"session": name, "error": error, "retry_in_s": round(delay, 2)})
             await _sleep_unless(stop, delay)
 
+    async def _attempt(self, session: str, body: Coroutine[Any, Any, None]) -> None:
+        """One attempt of a session; however it ends, its start grace ends with it.
+
+        Even one that failed before it connected (loading its state or its dedup store): its
+        partner no longer waits for it (see :meth:`_partner`).
+        """
+        try:
+            await body
+        finally:
+            self._starting.pop(session, None)
+
     async def _run_partition(self, part: Partition, stop: asyncio.Event) -> None:
         moved = asyncio.Event()
         quit_ = asyncio.Event()
@@ -580,16 +594,18 @@ class IngestService:
             self._starting.update({f"p{n}": until, f"a{n}": until})
         async with asyncio.TaskGroup() as tg:
             tg.create_task(watch(), name=f"partition-watch-{n}")
-            tg.create_task(self._keep_running(f"p{n}", lambda: self._storage_session(part, quit_), quit_,
-                                              moved), name=f"storage-p{n}")
+            storage = lambda: self._attempt(f"p{n}", self._storage_session(part, quit_))  # noqa: E731
+            tg.create_task(self._keep_running(f"p{n}", storage, quit_, moved), name=f"storage-p{n}")
             if self._alerts is not None:
-                tg.create_task(self._keep_running(f"p{n}-alerts", lambda: self._alerts_session(part, quit_),
-                                                  quit_, moved), name=f"alerts-p{n}")
+                judging = lambda: self._attempt(f"a{n}", self._alerts_session(part, quit_))  # noqa: E731
+                tg.create_task(self._keep_running(f"p{n}-alerts", judging, quit_, moved), name=f"alerts-p{n}")
             if n == self._first_partition and self.settings.ingest.catch_unknown_sites:
                 tg.create_task(self._keep_running("strays", lambda: self._strays_session(quit_), quit_,
                                                   moved), name="strays")
         self._judges.pop(n, None)
         self._verdicts.pop(n, None)
+        self._starting.pop(f"p{n}", None)
+        self._starting.pop(f"a{n}", None)
         if moved.is_set() and not stop.is_set():
             stop.set()  # tell the manager: this partition is no longer ours
 

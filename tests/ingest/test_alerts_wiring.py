@@ -8,8 +8,10 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -123,26 +125,44 @@ async def test_two_deployments_on_one_tasks_database_keep_their_own_engine_state
 
 async def test_the_end_of_a_burst_is_acknowledged_when_the_session_idles_not_at_the_next_save(
     tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Saves 60 s apart: in-band readings change no alert, so only a state save acknowledges
-    # them. Before, the last of a burst waited for the next spaced save (up to 5 s with long
-    # saves, here 60 s); now an idle alerts session saves at once.
+    # A slow tasks database (each save takes 0.4 s more) spaces a partition's saves 5 s apart
+    # (20 x the last save's duration, at most 5 s). In-band readings change no alert, so only a
+    # save acknowledges them. Before, the end of a burst waited for that next spaced save; an
+    # idle session now saves a quarter of the spacing after the last one (1.25 s here).
+    from alerts.service import AlertService
+
+    slow = AlertService._record_now
+
+    def record_slowly(self: AlertService, *args: Any) -> None:
+        time.sleep(0.4)
+        slow(self, *args)
+
+    monkeypatch.setattr(AlertService, "_record_now", record_slowly)
     registry_path = tmp_path / "registry.toml"
-    devices = fridge_registry(registry_path, gateways=2, per_gateway=3)
+    devices = fridge_registry(registry_path, gateways=1, per_gateway=3)
     registry = load_registry(registry_path)
-    settings = make_settings(tmp_path, mosquitto, influxd, influx_db, topic_root, alerts=True)
+    settings = make_settings(tmp_path, mosquitto, influxd, influx_db, topic_root, alerts=True, partitions=1)
     settings = settings.model_copy(update={
         "tasks": settings.tasks.model_copy(update={"url": f"sqlite:///{tmp_path / 'tasks.sqlite'}"}),
-        "alerts": settings.alerts.model_copy(update={"checkpoint_s": 60.0, "tick_s": 60.0}),
+        "alerts": settings.alerts.model_copy(update={"tick_s": 60.0}),
     })
-    messages = fridge_readings(topic_root, devices, set(), 20, recent_start(21))
+    first, second = (fridge_readings(topic_root, devices, set(), 20, recent_start(21))[i::2] for i in (0, 1))
     async with running(settings, registry) as service:
-        await asyncio.to_thread(publish, mosquitto, messages)
-        await await_until(lambda: service.metrics.alerts_judged._value.get() >= len(messages), 30,
-                          "every reading judged")
-        await await_until(lambda: service.health()["alerts_lag"] == 0, 10, "the burst acknowledged")
+        for burst in (first, second):  # the first burst's save sets the spacing for the second
+            await asyncio.to_thread(publish, mosquitto, burst)
+            judged = len(first) if burst is first else len(first) + len(second)
+            await await_until(lambda n=judged: service.metrics.alerts_judged._value.get() >= n, 30,
+                              "the burst judged")
+            began = time.monotonic()
+            await await_until(lambda: service.health()["alerts_lag"] == 0, 10, "the burst acknowledged")
+            took = time.monotonic() - began
         engine = create_engine(settings.tasks.url)
         with engine.connect() as conn:
             alerts = conn.execute(text("SELECT count(*) FROM alerts_alerts")).scalar_one()
         engine.dispose()
-    assert alerts == 0  # nothing fired: it was the save that acknowledged them
+    assert alerts == 0  # nothing fired: it was a save that acknowledged them
+    # The second burst: idle 0.5 s, then a quarter of the 5 s spacing after the first burst's
+    # save, then the slow save itself: about 2 s; at the next spaced save it would be over 4 s.
+    assert took < 3.5, took

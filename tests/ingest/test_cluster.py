@@ -176,13 +176,22 @@ def _members(url: str, deployment: str) -> int:
     return int(n)  # type: ignore[call-overload]
 
 
-def test_ingest_run_joins_the_cluster_while_its_registry_still_loads(
+def _others_connected(url: str) -> int:
+    """Connections to the database of ``url`` other than this query's own."""
+    [(n,)] = _rows(url, "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    return int(n)  # type: ignore[call-overload]
+
+
+def test_ingest_run_connects_while_its_registry_loads_but_is_counted_only_once_started(
     tmp_path: Path, mosquitto: Broker, influxd: Influx, influx_db: str, topic_root: str,
     tasks_url: str, receiver: Receiver,
 ) -> None:
-    # The wait before claiming (so that processes started together count each other) counts
-    # from the member lock, which `ingest run` takes before loading the registry. The registry
-    # here is a FIFO: loading it waits until the test writes it.
+    # `ingest run` connects to PostgreSQL before loading its registry, so the wait before
+    # claiming (90% of claim_interval_s from the connection) passes meanwhile. Its member lock,
+    # which the running processes count and give partitions up for, comes only once it has
+    # started: a process whose start hangs or fails takes nothing from them. The registry here
+    # is a FIFO: loading it waits until the test writes it.
     source = tmp_path / "source.toml"
     fridge_registry(source, gateways=3, per_gateway=2)
     fifo = tmp_path / "registry.toml"
@@ -195,15 +204,17 @@ def test_ingest_run_joins_the_cluster_while_its_registry_still_loads(
     )
     try:
         proc.start()
-        wait_for(lambda: _members(tasks_url, deployment) == 1, 60, "the member lock before the registry")
-        assert proc.health() == {}  # alive, but still reading its registry: nothing serves yet
-        time.sleep(9)  # the wait before claiming (0.9 x 10 s) passes while the registry "loads"
+        wait_for(lambda: _others_connected(tasks_url) == 1, 60, "its connection before the registry")
+        time.sleep(9)  # the wait after connecting (0.9 x 10 s) passes while the registry "loads"
+        assert _members(tasks_url, deployment) == 0  # still starting: counted by nobody
+        assert proc.health() == {}  # alive, but nothing serves yet
         began = time.monotonic()
         with fifo.open("w", encoding="utf-8") as pipe:
             pipe.write(source.read_text(encoding="utf-8"))
+        wait_for(lambda: _members(tasks_url, deployment) == 1, 60, "the member lock once started")
         wait_for(lambda: proc.partitions(), 60, "the partitions claimed")
-        # Claimed in the first round after loading, not a whole claim interval (10 s) later.
-        assert time.monotonic() - began < 7
+        # Half an interval (5 s) after the member lock, not 90% of one after loading.
+        assert time.monotonic() - began < 8
         wait_for(lambda: proc.health().get("ready"), 60, "the sessions subscribed")
         assert proc.stop() == 0
     finally:
