@@ -616,11 +616,20 @@ class MqttIntake:
             sock.close()
 
     async def disconnect(self) -> None:
-        """Send DISCONNECT (the session stays on the broker) and release the socket."""
+        """Send what is queued (the last PUBACKs) and DISCONNECT; release the socket.
+
+        The session stays on the broker. paho's ``loop_write()`` stops when the socket takes
+        no more: the rest is written as the socket drains, for up to ``[mqtt] timeout_s`` (at
+        most 2 s). What is still unsent then is redelivered after the next connection.
+        """
         try:
             self._client.disconnect()
-            if self._sock is not None:
+            deadline = time.monotonic() + min(2.0, self._mqtt.timeout_s)
+            while self._sock is not None:
                 self._client.loop_write()
+                if not self._client.want_write() or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.01)
         finally:
             if self._sock is not None:
                 self._loop.remove_reader(self._sock)
