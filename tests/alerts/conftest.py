@@ -13,17 +13,20 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from alerts.engine import Alert
+from alerts.store import NewTask
 from firmware_sim.service import Simulation
 from weijian.config import Settings
-from weijian.contract import CATALOGUE, Flag, Kind, MetricValue, Reading
+from weijian.contract import CATALOGUE, AlertState, Flag, Kind, MetricValue, Reading
 from weijian.registry import Registry, load_registry
+from weijian.rules import Severity
 
 SECRET = b"test-hmac-secret"
 EXAMPLE_REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "registry.toml"
@@ -178,3 +181,18 @@ def served(app: Any, log_level: str = "warning") -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def firing_turbidity_alert(alert_id: str, now: datetime) -> Alert:
+    """A turbidity alert at yc-water-002/wq-01 (chengguan district), firing since an hour before ``now``."""
+    fired = now - timedelta(hours=1)
+    return Alert(alert_id=alert_id, site_id="yc-water-002", device_id="wq-01", rule_id="dw-turbidity-high",
+                 kind=Kind.DRINKING_WATER, district="chengguan", severity=Severity.WARNING,
+                 state=AlertState.FIRING, since=fired, fired_at=fired, threshold=1.0)
+
+
+def turbidity_task(alert_id: str, district: str, now: datetime) -> NewTask:
+    """The inspection task of a turbidity alert at yc-water-002/wq-01, due a day after ``now``."""
+    return NewTask(alert_id=alert_id, district=district, site_id="yc-water-002", device_id="wq-01",
+                   rule_id="dw-turbidity-high", severity="warning", title="巡查核查：浑浊度超过限值",
+                   description="实测3NTU，限值1NTU", due_at=now + timedelta(hours=24))

@@ -20,7 +20,7 @@ import pytest
 from alerts.accounts import Accounts, Role
 from alerts.api import ApiOptions, build_app
 from alerts.store import NewTask, Store
-from tests.alerts.conftest import served
+from tests.alerts.conftest import firing_turbidity_alert, served, turbidity_task
 from weijian.cli import main
 from weijian.config import AlertTeam
 
@@ -38,9 +38,7 @@ def png(seed: int = 0) -> bytes:
 
 
 def task(alert_id: str, district: str) -> NewTask:
-    return NewTask(alert_id=alert_id, district=district, site_id="yc-water-002", device_id="wq-01",
-                   rule_id="dw-turbidity-high", severity="warning", title="巡查核查：浑浊度超过限值",
-                   description="实测3NTU，限值1NTU", due_at=NOW + timedelta(hours=24))
+    return turbidity_task(alert_id, district, NOW)
 
 
 @dataclass
@@ -250,16 +248,11 @@ def test_weijian_tasks_user_add_disable_reset(tmp_path, capsys: pytest.CaptureFi
 
 
 def test_the_chart_readings_answer_503_while_influxdb_is_down(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from alerts.engine import Alert
     from weijian.config import InfluxSettings
-    from weijian.contract import AlertState, Kind
-    from weijian.rules import Severity, default_rule_packs
+    from weijian.rules import default_rule_packs
 
     store = Store(f"sqlite:///{tmp_path / 'tasks.sqlite'}")
-    fired = NOW - timedelta(hours=1)
-    alert = Alert(alert_id="a-cg", site_id="yc-water-002", device_id="wq-01", rule_id="dw-turbidity-high",
-                  kind=Kind.DRINKING_WATER, district="chengguan", severity=Severity.WARNING,
-                  state=AlertState.FIRING, since=fired, fired_at=fired, threshold=1.0)
+    alert = firing_turbidity_alert("a-cg", NOW)
     [tid] = store.record([alert], [task("a-cg", "chengguan")], [], now=NOW)
     down = InfluxSettings(url="http://127.0.0.1:9", database="x", timeout_s=1)
     options = ApiOptions(influx=down, rule_packs=dict(default_rule_packs()))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,7 +16,7 @@ import pytest
 from alerts.accounts import Accounts, Role
 from alerts.api import ApiOptions, build_app
 from alerts.store import NewTask, Store
-from tests.alerts.conftest import served
+from tests.alerts.conftest import firing_turbidity_alert, served, turbidity_task
 from tests.alerts.test_accounts_api import png
 from weijian.config import AlertTeam
 
@@ -28,9 +28,7 @@ C1 = ["\x85", "\x9b", "\x80", "\x9f"]
 
 
 def _task(alert_id: str) -> NewTask:
-    return NewTask(alert_id=alert_id, district="chengguan", site_id="yc-water-002", device_id="wq-01",
-                   rule_id="dw-turbidity-high", severity="warning", title="巡查核查：浑浊度超过限值",
-                   description="实测3NTU，限值1NTU", due_at=NOW + timedelta(hours=24))
+    return turbidity_task(alert_id, "chengguan", NOW)
 
 
 @dataclass
@@ -147,15 +145,12 @@ def test_readings_always_answer_every_documented_key(api: Api, sqlite_url: str) 
 
 
 def test_readings_without_influxdb_still_name_the_alerts_rule_limit_and_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from alerts.engine import Alert
-    from weijian.contract import AlertState, Kind
-    from weijian.rules import Severity, default_rule_packs
+    from weijian.contract import Kind
+    from weijian.rules import default_rule_packs
 
     store = Store(f"sqlite:///{tmp_path / 'tasks.sqlite'}")
-    fired = NOW - timedelta(hours=1)
-    alert = Alert(alert_id="r7-a", site_id="yc-water-002", device_id="wq-01", rule_id="dw-turbidity-high",
-                  kind=Kind.DRINKING_WATER, district="chengguan", severity=Severity.WARNING,
-                  state=AlertState.FIRING, since=fired, fired_at=fired, threshold=1.0)
+    alert = firing_turbidity_alert("r7-a", NOW)
+    fired = alert.since
     [tid] = store.record([alert], [_task("r7-a")], [], now=NOW)
     packs = dict(default_rule_packs())
     title = next(r.title for r in packs[Kind.DRINKING_WATER].rules if r.id == "dw-turbidity-high")
